@@ -1,0 +1,45 @@
+"""Celery settings for workflow workers.
+
+Load with ``app.config_from_object("celeryconfig")``. Every value can be
+overridden from the environment; the defaults point at a local Redis and
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+
+broker_url = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+workflow_database_url = os.environ.get(
+    "WORKFLOW_CELERY_DATABASE_URL", "postgresql+psycopg://127.0.0.1:5432/postgres"
+)
+
+# Messages carry ids only, as JSON; nothing is ever pickled.
+task_serializer = "json"
+accept_content = ["json"]
+result_serializer = "json"
+# The database is the record of every run; Celery results would only duplicate it.
+task_ignore_result = True
+result_backend = None
+
+# Acknowledge after the step committed, and give the message back if the worker
+# process dies mid-step, so a crash loses nothing.
+task_acks_late = True
+task_reject_on_worker_lost = True
+# One message at a time per process: a slow step never hides others behind it.
+worker_prefetch_multiplier = 1
+
+# Redis re-delivers unacknowledged messages after this long. The outbox relay
+# already rings a lost doorbell after ``redeliver_after`` (30 s by default), so
+# this only bounds how long a duplicate can arrive late; duplicates are dropped
+# by the version check.
+broker_transport_options = {
+    "visibility_timeout": int(os.environ.get("WORKFLOW_CELERY_VISIBILITY_TIMEOUT", "3600")),
+}
+broker_connection_retry_on_startup = True
+
+# Steps should be short; a step longer than this is killed (and retried).
+task_time_limit = int(os.environ.get("WORKFLOW_CELERY_TASK_TIME_LIMIT", "300"))
+
+worker_send_task_events = True
+task_send_sent_event = False

@@ -1,0 +1,130 @@
+"""Real ``celery worker`` processes, a real Redis and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_URL = os.environ.get("WORKFLOW_CELERY_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+PG_ADMIN_URL = os.environ.get("WORKFLOW_CELERY_TEST_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/acceptance" in str(item.fspath):
+            item.add_marker(pytest.mark.acceptance)
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session; its URL."""
+    name = f"wfc_accept_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+_redis_db = iter(range(3, 16))
+
+
+@pytest.fixture
+def broker_url() -> Iterator[str]:
+    """A Redis database of its own for each test, empty at start."""
+    url = f"{REDIS_URL}/{next(_redis_db)}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+class Worker:
+    def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.proc = proc
+        self.log = log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if " ready." in self.output():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.output()}")
+            time.sleep(0.1)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.output()}")
+
+    def children(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False)
+        return [int(p) for p in out.stdout.split()]
+
+    def kill_hard(self) -> None:
+        """SIGKILL the main process and every pool child: nothing gets to clean up."""
+        pids = [self.proc.pid, *self.children()]
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill_hard()
+
+
+@pytest.fixture
+def start_worker(
+    tmp_path: Path, broker_url: str, pg_database: str
+) -> Iterator[Callable[..., Worker]]:
+    workers: list[Worker] = []
+
+    def start(app: str, queues: str, *, concurrency: int = 2, pool: str = "prefork", env: dict[str, str] | None = None,
+              wait: bool = True, name: str | None = None) -> Worker:
+        node = name or f"w{len(workers)}-{uuid.uuid4().hex[:4]}"
+        log = tmp_path / f"{node}.log"
+        full_env = {
+            **os.environ,
+            "CELERY_BROKER_URL": broker_url,
+            "WORKFLOW_CELERY_DATABASE_URL": pg_database,
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues, "-c", str(concurrency),
+               "--pool", pool, "-n", f"{node}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+        with log.open("wb") as fh:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=fh, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        worker = Worker(proc, log)
+        workers.append(worker)
+        if wait:
+            worker.wait_ready()
+        return worker
+
+    yield start
+    for w in workers:
+        w.stop()

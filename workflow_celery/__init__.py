@@ -1,0 +1,55 @@
+"""workflow-celery: durable, typed, event-driven state-machine workflows executed by Celery workers.
+
+The database is the truth and Celery is the doorbell: every transition is a
+compare-and-set on the run's version, committed with the messages that ring
+the next steps; duplicate, late or lost messages cannot corrupt a run.
+"""
+
+from __future__ import annotations
+
+from .builder import Builder, StepHandle
+from .core.engine import Outcome
+from .core.errors import (
+    AwaitTimeout,
+    ConfigurationError,
+    InvalidRunStateTransition,
+    InvalidTransition,
+    RecordNotFound,
+    SerializationError,
+    WorkflowError,
+    WorkflowInProgress,
+)
+from .core.record import HistoryEntry, Meta, Record, TypedRecord
+from .core.run import Run
+from .core.run_state import RunState
+from .core.workflow import RunFinished, Workflow
+from .inprocess import InProcessBroker
+from .memory import MemoryStore
+from .sql import SQLStore
+
+__all__ = [
+    "AwaitTimeout",
+    "Builder",
+    "ConfigurationError",
+    "HistoryEntry",
+    "InProcessBroker",
+    "InvalidRunStateTransition",
+    "InvalidTransition",
+    "MemoryStore",
+    "Meta",
+    "Outcome",
+    "Record",
+    "RecordNotFound",
+    "Run",
+    "RunFinished",
+    "RunState",
+    "SQLStore",
+    "SerializationError",
+    "StepHandle",
+    "TypedRecord",
+    "Workflow",
+    "WorkflowError",
+    "WorkflowInProgress",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,173 @@
+"""``Builder``: define a workflow's steps and hooks, then ``build`` it onto an app and a store."""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import re
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, overload
+
+from .core.definition import HOOK_EVENTS, Definition, StepSpec
+from .core.errors import ConfigurationError
+from .core.options import StepOptions, WorkflowOptions
+from .core.ports import Clock, RecordStore, SystemClock
+from .core.record import TypedRecord
+from .core.run import Run
+from .core.status_graph import StatusGraph
+from .core.workflow import Workflow
+
+T = TypeVar("T")
+S = TypeVar("S", bound=enum.IntEnum)
+F = TypeVar("F", bound=Callable[..., Any])
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+class StepHandle(Generic[T, S]):
+    """Returned by ``add_step``; ``with_options`` sets the step's options."""
+
+    def __init__(self, builder: Builder[T, S], status: int) -> None:
+        self._builder = builder
+        self._status = status
+
+    def with_options(self, **options: Any) -> StepHandle[T, S]:
+        """``err_backoff``, ``max_backoff`` (timedelta), ``pause_after_err_count``, ``parallel_count``."""
+        builder = self._builder
+        spec = builder._definition.steps[self._status]
+        opts = StepOptions.from_kwargs(builder.name, builder._definition.status_name(self._status), options)
+        builder._definition.steps[self._status] = StepSpec(
+            status=spec.status, fn=spec.fn, destinations=spec.destinations, options=opts, is_async=spec.is_async
+        )
+        return self
+
+
+class Builder(Generic[T, S]):
+    """Describe a workflow: its object type, its statuses and the steps between them.
+
+    ``Builder("order-processing", Order, OrderStatus)`` infers ``T=Order`` and
+    ``S=OrderStatus`` for type checkers.
+    """
+
+    def __init__(self, name: str, object_type: type[T], status_type: type[S]) -> None:
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise ConfigurationError(
+                f"workflow name {name!r} must start with a letter or digit and contain only letters, digits, "
+                "'-' and '_' (it prefixes queue names)"
+            )
+        if not (isinstance(status_type, type) and issubclass(status_type, enum.IntEnum)):
+            raise ConfigurationError(f"status_type must be an enum.IntEnum, got {status_type!r}", workflow=name)
+        if not isinstance(object_type, type) and getattr(object_type, "__origin__", None) is not dict:
+            raise ConfigurationError(f"object_type must be a type, got {object_type!r}", workflow=name)
+        self.name = name
+        self._definition: Definition[T, S] = Definition(
+            name=name, object_type=object_type, status_type=status_type, graph=StatusGraph(workflow=name)
+        )
+        self._built = False
+
+    def _status_value(self, status: Any, role: str) -> int:
+        status_type = self._definition.status_type
+        if not isinstance(status, status_type):
+            raise ConfigurationError(
+                f"{role} {status!r} is not a member of {status_type.__name__}", workflow=self.name
+            )
+        if int(status) <= 0:
+            raise ConfigurationError(
+                f"{role} {status.name}={int(status)} is reserved: 0 and negative values cannot be part of the graph",
+                workflow=self.name,
+            )
+        return int(status)
+
+    def add_step(self, from_status: S, fn: Callable[[Run[T, S]], Any], *allowed_to: S) -> StepHandle[T, S]:
+        """Run ``fn(run) -> S`` whenever a run reaches ``from_status``.
+
+        ``fn`` may move the run only to one of ``allowed_to``; it may also return
+        ``run.skip()``, ``run.save_and_repeat()``, ``run.pause(reason)`` or
+        ``run.cancel(reason)``. Raising an exception retries the step.
+        """
+        self._check_open()
+        source = self._status_value(from_status, "from status")
+        if source in self._definition.steps:
+            raise ConfigurationError(
+                f"a step for {from_status.name} already exists: only one step can consume a status",
+                workflow=self.name,
+            )
+        if not callable(fn):
+            raise ConfigurationError(f"step for {from_status.name} is not callable: {fn!r}", workflow=self.name)
+        if not allowed_to:
+            raise ConfigurationError(
+                f"step for {from_status.name} has no allowed destination: pass at least one status",
+                workflow=self.name,
+            )
+        dests = tuple(self._status_value(s, "destination") for s in allowed_to)
+        self._definition.graph.add_edges(source, dests)
+        self._definition.steps[source] = StepSpec(
+            status=source,
+            fn=fn,
+            destinations=dests,
+            options=StepOptions(),
+            is_async=inspect.iscoroutinefunction(fn),
+        )
+        return StepHandle(self, source)
+
+    def _add_hook(self, event: str, fn: F) -> F:
+        self._check_open()
+        if not callable(fn):
+            raise ConfigurationError(f"{event} hook is not callable: {fn!r}", workflow=self.name)
+        self._definition.hooks.setdefault(event, []).append(fn)
+        return fn
+
+    @overload
+    def on_complete(self, fn: Callable[[TypedRecord[T, S]], None]) -> Callable[[TypedRecord[T, S]], None]: ...
+    @overload
+    def on_complete(self, fn: F) -> F: ...
+    def on_complete(self, fn: Any) -> Any:
+        """Register a hook run when a run reaches a terminal status (usable as a decorator)."""
+        return self._add_hook("completed", fn)
+
+    def on_cancel(self, fn: F) -> F:
+        """Register a hook run when a run is cancelled (usable as a decorator)."""
+        return self._add_hook("cancelled", fn)
+
+    def on_pause(self, fn: F) -> F:
+        """Register a hook run when a run is paused, by hand or after errors (usable as a decorator)."""
+        return self._add_hook("paused", fn)
+
+    def _check_open(self) -> None:
+        if self._built:
+            raise ConfigurationError("the builder was already built; create a new Builder", workflow=self.name)
+
+    def build(self, app: Any, store: RecordStore | str, *, clock: Clock | None = None, **options: Any) -> Workflow[T, S]:
+        """Bind the workflow to a Celery app (or an in-process broker) and a store.
+
+        Registers one Celery task and queue per status with a step
+        (``{workflow}.{status}``). ``options``: ``err_backoff``, ``max_backoff``,
+        ``pause_after_err_count``, ``redeliver_after``, ``max_redeliver_interval``,
+        ``relay_interval``, ``auto_resume_after``. Misconfiguration raises
+        ``ConfigurationError`` here, never later in a worker.
+        """
+        self._check_open()
+        definition = self._definition
+        opts = WorkflowOptions.from_kwargs(self.name, options)
+        if not definition.steps:
+            raise ConfigurationError(
+                "the workflow has no starting point: add at least one step", workflow=self.name
+            )
+        if not definition.graph.starting_nodes():
+            raise ConfigurationError(
+                "the workflow has no starting point: every status with a step is also a destination "
+                "(a cycle); pass start_at to trigger is not enough, the graph needs a status that is only left",
+                workflow=self.name,
+            )
+        for event in HOOK_EVENTS:
+            definition.hooks.setdefault(event, [])
+        if isinstance(store, str):
+            from .sql import SQLStore
+
+            store = SQLStore(store)
+        if not isinstance(store, RecordStore):
+            raise ConfigurationError(f"store {store!r} does not implement the record store protocol", workflow=self.name)
+        from .dispatch import attach
+
+        self._built = True
+        return attach(app, definition, store, clock or SystemClock(), opts)

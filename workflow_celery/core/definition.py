@@ -1,0 +1,65 @@
+"""What a ``Builder`` produces: an immutable description of a workflow."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from .options import StepOptions
+from .status_graph import StatusGraph, status_slug
+
+T = TypeVar("T")
+S = TypeVar("S", bound=enum.IntEnum)
+
+StepFn = Callable[..., "S | Awaitable[S]"]
+HookFn = Callable[..., Any]
+
+HOOK_EVENTS = ("completed", "cancelled", "paused", "data_deleted")
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    status: int
+    fn: Callable[..., Any]
+    destinations: tuple[int, ...]
+    options: StepOptions
+    is_async: bool
+
+
+@dataclass
+class Definition(Generic[T, S]):
+    """Everything needed to run a workflow, independent of broker and store."""
+
+    name: str
+    object_type: type[T]
+    status_type: type[S]
+    graph: StatusGraph
+    steps: dict[int, StepSpec] = field(default_factory=dict)
+    hooks: dict[str, list[HookFn]] = field(default_factory=dict)
+
+    def status(self, value: int) -> S:
+        return self.status_type(value)
+
+    def status_name(self, value: int) -> str:
+        try:
+            return self.status_type(value).name
+        except ValueError:
+            return f"{self.status_type.__name__}({value})"
+
+    def queue_for(self, status: int) -> str:
+        """``{workflow}.{status}``: the queue (and Celery task name) of a status' step."""
+        return f"{self.name}.{status_slug(self.status_type(status))}"
+
+    def hook_queue_for(self, event: str) -> str:
+        return f"{self.name}.hooks.{event}"
+
+    def step_queues(self) -> dict[int, str]:
+        return {s: self.queue_for(s) for s in self.steps}
+
+    def queues(self) -> list[str]:
+        """Every queue this workflow declares, in a stable order."""
+        names = [self.queue_for(s) for s in self.steps]
+        names += [self.hook_queue_for(e) for e in HOOK_EVENTS if self.hooks.get(e)]
+        return names

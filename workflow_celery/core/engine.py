@@ -1,0 +1,394 @@
+"""One transition: answer a doorbell, run the step, commit with compare-and-set.
+
+This is the code path every worker runs, whatever delivers the message
+(a Celery worker, or the in-process runner used by tests and the demo).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from .codec import ObjectCodec
+from .definition import Definition, StepSpec
+from .errors import InvalidTransition, RecordNotFound, SerializationError, WorkflowError
+from .options import WorkflowOptions
+from .ports import Clock, Dispatcher, ErrorInfo, OutboxMessage, RecordStore
+from .record import Meta, Record
+from .run import Directive, DirectiveKind, Run
+from .run_state import RunState, check_transition
+
+T = TypeVar("T")
+S = TypeVar("S", bound=enum.IntEnum)
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_MESSAGE = 2000
+TRACEBACK_HEAD_LINES = 30
+PAUSE_REASON_MAX_ERRORS = "max error retry threshold hit"
+
+
+class Outcome(enum.Enum):
+    """What answering one doorbell did; returned for logs, metrics and tests."""
+
+    MOVED = "moved"
+    COMPLETED = "completed"
+    REPEATED = "repeated"
+    SKIPPED = "skipped"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    RETRY_SCHEDULED = "retry_scheduled"
+    PAUSED_AFTER_ERRORS = "paused_after_errors"
+    DROPPED_STALE = "dropped_stale"
+    DROPPED_STOPPED = "dropped_stopped"
+    DROPPED_UNKNOWN_RUN = "dropped_unknown_run"
+    DROPPED_INVALID = "dropped_invalid"
+    SUPERSEDED = "superseded"
+
+
+@dataclass(frozen=True, slots=True)
+class StepMessage:
+    workflow: str
+    run_id: str
+    status: int
+    version: int
+
+
+def parse_step_message(workflow: str, expected_status: int, body: Any) -> StepMessage:
+    """Validate a message body; raise ``InvalidTransition``-free ``WorkflowError`` naming what is wrong."""
+    if not isinstance(body, Mapping):
+        raise WorkflowError(f"malformed message: expected an object, got {type(body).__name__}", workflow=workflow)
+    run_id = body.get("run_id")
+    msg_workflow = body.get("workflow")
+    status = body.get("status")
+    version = body.get("version")
+    if msg_workflow != workflow:
+        raise WorkflowError(
+            f"foreign message: it names workflow {msg_workflow!r}", workflow=workflow, run_id=run_id
+        )
+    if not isinstance(run_id, str) or not run_id:
+        raise WorkflowError("malformed message: run_id missing", workflow=workflow)
+    if type(status) is not int or status != expected_status:
+        raise WorkflowError(
+            f"malformed message: status {status!r} does not match the queue's status {expected_status}",
+            workflow=workflow,
+            run_id=run_id,
+        )
+    if type(version) is not int or version < 1:
+        raise WorkflowError(f"malformed message: bad version {version!r}", workflow=workflow, run_id=run_id)
+    return StepMessage(workflow=workflow, run_id=run_id, status=status, version=version)
+
+
+class Engine(Generic[T, S]):
+    """Runs steps and commits transitions for one workflow."""
+
+    def __init__(
+        self,
+        definition: Definition[T, S],
+        store: RecordStore,
+        dispatcher: Dispatcher,
+        clock: Clock,
+        options: WorkflowOptions,
+    ) -> None:
+        self.definition = definition
+        self.store = store
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.options = options
+        self.codec: ObjectCodec[T] = ObjectCodec(definition.name, definition.object_type)
+        self._queues = {s: definition.queue_for(s) for s in definition.steps}
+
+    # -- doorbells ---------------------------------------------------------
+
+    def step_doorbell(self, record: Record, now: datetime, *, due_at: datetime | None = None) -> OutboxMessage | None:
+        """The message that makes a worker run the step at the record's status, if any."""
+        queue = self._queues.get(record.status)
+        if queue is None or record.run_state.stopped or record.run_state.finished:
+            return None
+        return OutboxMessage(
+            id=f"{record.run_id}.{record.meta.version}",
+            workflow_name=self.definition.name,
+            run_id=record.run_id,
+            kind="step",
+            queue=queue,
+            task=queue,
+            body={
+                "workflow": self.definition.name,
+                "run_id": record.run_id,
+                "status": record.status,
+                "version": record.meta.version,
+            },
+            created_at=now,
+            due_at=due_at if due_at is not None else now + self.options.redeliver_after,
+        )
+
+    def doorbells_for(self, record: Record, now: datetime) -> list[OutboxMessage]:
+        step = self.step_doorbell(record, now)
+        return [step] if step is not None else []
+
+    def publish(self, messages: Sequence[OutboxMessage]) -> None:
+        """Publish right after commit; a failure only delays the run until the relay rings again."""
+        if not messages:
+            return
+        try:
+            self.dispatcher.publish(messages)
+        except Exception:
+            log.warning(
+                "publishing %d message(s) failed; the outbox relay will publish them again",
+                len(messages),
+                exc_info=True,
+                extra={"workflow": self.definition.name, "run_ids": [m.run_id for m in messages]},
+            )
+
+    def commit(self, new: Record, expected_version: int, now: datetime) -> bool:
+        """Compare-and-set ``new`` over ``expected_version``, then ring the next doorbells."""
+        outbox = self.doorbells_for(new, now)
+        if not self.store.update_run(new, expected_version, outbox):
+            return False
+        self.publish(outbox)
+        return True
+
+    # -- records -----------------------------------------------------------
+
+    def next_record(
+        self,
+        current: Record,
+        *,
+        status: int | None = None,
+        run_state: RunState | None = None,
+        obj: bytes | None = None,
+        reason: str | None = None,
+        now: datetime,
+    ) -> Record:
+        new_status = current.status if status is None else status
+        return Record(
+            workflow_name=current.workflow_name,
+            foreign_id=current.foreign_id,
+            run_id=current.run_id,
+            run_state=current.run_state if run_state is None else run_state,
+            status=new_status,
+            object=current.object if obj is None else obj,
+            created_at=current.created_at,
+            updated_at=now,
+            meta=Meta(
+                version=current.meta.version + 1,
+                run_state_reason=current.meta.run_state_reason if reason is None else reason,
+                status_description=self.definition.status_name(new_status),
+                trace_origin=current.meta.trace_origin,
+            ),
+        )
+
+    def to_run(self, record: Record) -> Run[T, S]:
+        return Run(
+            workflow_name=record.workflow_name,
+            foreign_id=record.foreign_id,
+            run_id=record.run_id,
+            run_state=record.run_state,
+            status=self.definition.status(record.status),
+            object=self.codec.decode(record.object, run_id=record.run_id),
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            meta=record.meta,
+        )
+
+    # -- the step consumer -------------------------------------------------
+
+    def handle_step(self, status: int, body: Any) -> Outcome:
+        """Answer one doorbell for the step at ``status``. Never raises for bad input."""
+        name = self.definition.name
+        try:
+            msg = parse_step_message(name, status, body)
+        except WorkflowError as exc:
+            log.error("dropping message on %s: %s", self.definition.queue_for(status), exc, extra={"workflow": name})
+            return Outcome.DROPPED_INVALID
+        try:
+            record = self.store.lookup(msg.run_id)
+        except RecordNotFound:
+            log.error(
+                "dropping message for unknown run %s of workflow %s at status %s",
+                msg.run_id,
+                name,
+                self.definition.status_name(status),
+                extra={"workflow": name, "run_id": msg.run_id},
+            )
+            return Outcome.DROPPED_UNKNOWN_RUN
+        if record.workflow_name != name:
+            log.error(
+                "dropping message: run %s belongs to workflow %s, not %s",
+                msg.run_id,
+                record.workflow_name,
+                name,
+                extra={"workflow": name, "run_id": msg.run_id},
+            )
+            return Outcome.DROPPED_INVALID
+        if record.meta.version != msg.version or record.status != status:
+            log.debug(
+                "dropping stale message for run %s: message v%d at %s, record v%d at %s",
+                msg.run_id,
+                msg.version,
+                self.definition.status_name(status),
+                record.meta.version,
+                self.definition.status_name(record.status),
+                extra={"workflow": name, "run_id": msg.run_id},
+            )
+            return Outcome.DROPPED_STALE
+        if record.run_state.stopped or record.run_state.finished:
+            log.debug("dropping message for stopped run %s (%s)", msg.run_id, record.run_state.name)
+            return Outcome.DROPPED_STOPPED
+        spec = self.definition.steps[status]
+        try:
+            return self._run_step(spec, record)
+        except SerializationError as exc:
+            return self._fail(spec, record, exc)
+
+    def _run_step(self, spec: StepSpec, record: Record) -> Outcome:
+        run = self.to_run(record)
+        if run.run_state == RunState.INITIATED:
+            # Like the original: a step sees its run as running, so run.cancel() works on the first step.
+            run.run_state = RunState.RUNNING
+        try:
+            result = spec.fn(run)
+            if spec.is_async or asyncio.iscoroutine(result):
+                result = _run_coroutine(result)
+        except Exception as exc:
+            return self._fail(spec, record, exc)
+        now = self.clock.now()
+        if isinstance(result, Directive):
+            return self._apply_directive(spec, record, run, result, now)
+        dest = _as_status(result)
+        if dest is None or dest not in spec.destinations:
+            exc = InvalidTransition(
+                f"step returned {self._describe(result)}, which is not an allowed destination of "
+                f"{self.definition.status_name(spec.status)} (allowed: "
+                f"{', '.join(self.definition.status_name(d) for d in spec.destinations)})",
+                workflow=self.definition.name,
+                foreign_id=record.foreign_id,
+                run_id=record.run_id,
+            )
+            log.error("%s", exc, extra={"workflow": self.definition.name, "run_id": record.run_id})
+            return self._fail(spec, record, exc)
+        obj = self.codec.encode(run.object, run_id=record.run_id, foreign_id=record.foreign_id)
+        terminal = self.definition.graph.is_terminal(dest)
+        new = self.next_record(
+            record,
+            status=dest,
+            run_state=RunState.COMPLETED if terminal else RunState.RUNNING,
+            obj=obj,
+            now=now,
+        )
+        if not self.commit(new, record.meta.version, now):
+            return self._superseded(record)
+        return Outcome.COMPLETED if terminal else Outcome.MOVED
+
+    def _apply_directive(
+        self, spec: StepSpec, record: Record, run: Run[T, S], directive: Directive, now: datetime
+    ) -> Outcome:
+        if directive.kind is DirectiveKind.SKIP:
+            return Outcome.SKIPPED
+        obj = self.codec.encode(run.object, run_id=record.run_id, foreign_id=record.foreign_id)
+        if directive.kind is DirectiveKind.SAVE_AND_REPEAT:
+            new = self.next_record(record, run_state=RunState.RUNNING, obj=obj, now=now)
+            outcome = Outcome.REPEATED
+        else:
+            target = RunState.PAUSED if directive.kind is DirectiveKind.PAUSE else RunState.CANCELLED
+            current = RunState.RUNNING if record.run_state == RunState.INITIATED else record.run_state
+            check_transition(
+                current, target, workflow=self.definition.name, run_id=record.run_id, foreign_id=record.foreign_id
+            )
+            new = self.next_record(record, run_state=target, obj=obj, reason=directive.reason, now=now)
+            outcome = Outcome.PAUSED if target == RunState.PAUSED else Outcome.CANCELLED
+        if not self.commit(new, record.meta.version, now):
+            return self._superseded(record)
+        return outcome
+
+    def _superseded(self, record: Record) -> Outcome:
+        log.info(
+            "run %s of workflow %s changed while its step ran (paused, cancelled or a duplicate won); "
+            "the step's result is discarded",
+            record.run_id,
+            self.definition.name,
+            extra={"workflow": self.definition.name, "run_id": record.run_id},
+        )
+        return Outcome.SUPERSEDED
+
+    # -- failures ----------------------------------------------------------
+
+    def backoff(self, spec: StepSpec, attempt: int) -> timedelta:
+        """``err_backoff * 2**(attempt-1)``, capped, with jitter that keeps delays growing."""
+        base = spec.options.err_backoff or self.options.err_backoff
+        cap = spec.options.max_backoff or self.options.max_backoff
+        delay = min(base * (2 ** max(attempt - 1, 0)), cap)
+        return delay * random.uniform(0.75, 1.0)
+
+    def pause_after(self, spec: StepSpec) -> int:
+        opt = spec.options.pause_after_err_count
+        return self.options.pause_after_err_count if opt is None else opt
+
+    def _fail(self, spec: StepSpec, record: Record, exc: BaseException) -> Outcome:
+        now = self.clock.now()
+        info = ErrorInfo(
+            error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+            message=str(exc)[:MAX_ERROR_MESSAGE],
+            traceback="".join(traceback.format_exception(exc)[-TRACEBACK_HEAD_LINES:]),
+            occurred_at=now,
+        )
+        previous = next((e.count for e in self.store.errors(record.run_id) if e.status == record.status), 0)
+        attempt = previous + 1
+        limit = self.pause_after(spec)
+        if limit and attempt >= limit:
+            self.store.record_error(record.run_id, record.status, info, None)
+            reason = f"{PAUSE_REASON_MAX_ERRORS}: {info.error_type.rsplit('.', 1)[-1]}: {info.message}"
+            current = RunState.RUNNING if record.run_state == RunState.INITIATED else record.run_state
+            check_transition(current, RunState.PAUSED, workflow=self.definition.name, run_id=record.run_id)
+            new = self.next_record(record, run_state=RunState.PAUSED, reason=reason, now=now)
+            if not self.commit(new, record.meta.version, now):
+                return self._superseded(record)
+            log.warning(
+                "run %s of workflow %s paused at %s after %d failed attempts: %s",
+                record.run_id,
+                self.definition.name,
+                self.definition.status_name(record.status),
+                attempt,
+                info.message,
+                extra={"workflow": self.definition.name, "run_id": record.run_id},
+            )
+            return Outcome.PAUSED_AFTER_ERRORS
+        delay = self.backoff(spec, attempt)
+        retry = self.step_doorbell(record, now, due_at=now + delay)
+        self.store.record_error(record.run_id, record.status, info, retry)
+        log.warning(
+            "step %s of workflow %s failed for run %s (attempt %d), retrying in %.1fs: %s: %s",
+            self.definition.status_name(record.status),
+            self.definition.name,
+            record.run_id,
+            attempt,
+            delay.total_seconds(),
+            info.error_type,
+            info.message,
+            extra={"workflow": self.definition.name, "run_id": record.run_id, "attempt": attempt},
+        )
+        return Outcome.RETRY_SCHEDULED
+
+    def _describe(self, value: object) -> str:
+        dest = _as_status(value)
+        if dest is not None:
+            return self.definition.status_name(dest)
+        return repr(value)
+
+
+def _as_status(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return int(value)
+
+
+def _run_coroutine(result: Any) -> Any:
+    """Run an ``async def`` step to completion on this thread's own event loop."""
+    return asyncio.run(result)

@@ -1,0 +1,89 @@
+"""Step and workflow options: frozen dataclasses validated on creation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import timedelta
+from typing import Any
+
+from .errors import ConfigurationError
+
+DEFAULT_ERR_BACKOFF = timedelta(seconds=1)
+DEFAULT_MAX_BACKOFF = timedelta(minutes=5)
+DEFAULT_PAUSE_AFTER_ERR_COUNT = 0
+DEFAULT_REDELIVER_AFTER = timedelta(seconds=30)
+DEFAULT_MAX_REDELIVER_INTERVAL = timedelta(minutes=10)
+DEFAULT_RELAY_INTERVAL = timedelta(seconds=1)
+DEFAULT_AUTO_RESUME_AFTER = timedelta(hours=1)
+
+
+def _check_positive(name: str, value: timedelta | None, workflow: str) -> None:
+    if value is not None and value <= timedelta(0):
+        raise ConfigurationError(f"option {name} must be positive, got {value}", workflow=workflow)
+
+
+@dataclass(frozen=True, slots=True)
+class StepOptions:
+    """Per-step overrides; ``None`` means "use the workflow default"."""
+
+    err_backoff: timedelta | None = None
+    pause_after_err_count: int | None = None
+    parallel_count: int | None = None
+    max_backoff: timedelta | None = None
+
+    @classmethod
+    def from_kwargs(cls, workflow: str, status: str, kwargs: Mapping[str, Any]) -> StepOptions:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown step option(s) {', '.join(unknown)} for status {status}; "
+                f"known options: {', '.join(sorted(known))}",
+                workflow=workflow,
+            )
+        opts = cls(**kwargs)
+        opts.validate(workflow)
+        return opts
+
+    def validate(self, workflow: str) -> None:
+        _check_positive("err_backoff", self.err_backoff, workflow)
+        _check_positive("max_backoff", self.max_backoff, workflow)
+        if self.pause_after_err_count is not None and self.pause_after_err_count < 0:
+            raise ConfigurationError("option pause_after_err_count must be >= 0", workflow=workflow)
+        if self.parallel_count is not None and self.parallel_count < 1:
+            raise ConfigurationError("option parallel_count must be >= 1", workflow=workflow)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowOptions:
+    """Options given to ``Builder.build(app, store, **options)``."""
+
+    err_backoff: timedelta = DEFAULT_ERR_BACKOFF
+    max_backoff: timedelta = DEFAULT_MAX_BACKOFF
+    pause_after_err_count: int = DEFAULT_PAUSE_AFTER_ERR_COUNT
+    redeliver_after: timedelta = DEFAULT_REDELIVER_AFTER
+    """A doorbell not answered within this time is rung again (lost or stuck message)."""
+    max_redeliver_interval: timedelta = DEFAULT_MAX_REDELIVER_INTERVAL
+    relay_interval: timedelta = DEFAULT_RELAY_INTERVAL
+    auto_resume_after: timedelta | None = DEFAULT_AUTO_RESUME_AFTER
+
+    @classmethod
+    def from_kwargs(cls, workflow: str, kwargs: Mapping[str, Any]) -> WorkflowOptions:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown build option(s) {', '.join(unknown)}; known options: {', '.join(sorted(known))}",
+                workflow=workflow,
+            )
+        opts = cls(**kwargs)
+        for name in ("err_backoff", "max_backoff", "redeliver_after", "max_redeliver_interval", "relay_interval"):
+            value = getattr(opts, name)
+            if not isinstance(value, timedelta):
+                raise ConfigurationError(f"option {name} must be a timedelta, got {value!r}", workflow=workflow)
+            _check_positive(name, value, workflow)
+        _check_positive("auto_resume_after", opts.auto_resume_after, workflow)
+        if opts.pause_after_err_count < 0:
+            raise ConfigurationError("option pause_after_err_count must be >= 0", workflow=workflow)
+        return opts

@@ -1,0 +1,282 @@
+"""``Workflow``: what ``Builder.build`` returns and what applications call."""
+
+from __future__ import annotations
+
+import enum
+import sys
+import time
+import uuid
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from .definition import Definition
+from .engine import Engine, Outcome
+from .errors import AwaitTimeout, ConfigurationError, RecordNotFound, WorkflowError
+from .options import WorkflowOptions
+from .ports import Clock, Dispatcher, RecordStore, StepErrors
+from .record import HistoryEntry, Meta, Record, TypedRecord
+from .run import Run
+from .run_state import RunState, check_transition
+from .visualise import mermaid
+
+T = TypeVar("T")
+S = TypeVar("S", bound=enum.IntEnum)
+
+AWAIT_MIN_POLL = 0.01
+AWAIT_MAX_POLL = 0.25
+CAS_ATTEMPTS = 5
+
+
+class RunFinished(WorkflowError):
+    """the run finished without reaching the awaited status"""
+
+
+class Workflow(Generic[T, S]):
+    """A built workflow bound to a store and a dispatcher.
+
+    Safe to share between threads; cheap to call from web views.
+    """
+
+    def __init__(
+        self,
+        definition: Definition[T, S],
+        store: RecordStore,
+        dispatcher: Dispatcher,
+        clock: Clock,
+        options: WorkflowOptions,
+    ) -> None:
+        self.definition = definition
+        self.store = store
+        self.clock = clock
+        self.options = options
+        self.engine: Engine[T, S] = Engine(definition, store, dispatcher, clock, options)
+        starting = definition.graph.starting_nodes()
+        self.default_start: S = definition.status(starting[0])
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    def queues(self) -> list[str]:
+        """Every queue this workflow's workers consume (steps and hooks)."""
+        return self.definition.queues()
+
+    # -- starting runs -----------------------------------------------------
+
+    def trigger(self, foreign_id: str, *, initial_value: T | None = None, start_at: S | None = None) -> str:
+        """Start a run for ``foreign_id``; return its run id.
+
+        Raises ``WorkflowInProgress`` if a run for ``foreign_id`` is initiated,
+        running or paused (checked atomically by the store), and
+        ``ConfigurationError`` if ``start_at`` is not a status of the graph.
+        """
+        if not isinstance(foreign_id, str) or not foreign_id:
+            raise ValueError(f"foreign_id must be a non-empty string (workflow={self.name})")
+        start = self.default_start if start_at is None else start_at
+        if not isinstance(start, int) or int(start) not in self.definition.graph:
+            raise ConfigurationError(
+                f"start_at {start!r} is not a status of the workflow's graph "
+                f"(statuses: {', '.join(self.definition.status_name(n) for n in self.definition.graph.nodes)})",
+                workflow=self.name,
+                foreign_id=foreign_id,
+            )
+        obj = self.engine.codec.default() if initial_value is None else initial_value
+        run_id = str(uuid.uuid4())
+        encoded = self.engine.codec.encode(obj, run_id=run_id, foreign_id=foreign_id)
+        now = self.clock.now()
+        terminal = self.definition.graph.is_terminal(int(start))
+        record = Record(
+            workflow_name=self.name,
+            foreign_id=foreign_id,
+            run_id=run_id,
+            run_state=RunState.COMPLETED if terminal else RunState.INITIATED,
+            status=int(start),
+            object=encoded,
+            created_at=now,
+            updated_at=now,
+            meta=Meta(version=1, status_description=self.definition.status_name(int(start)), trace_origin=_caller()),
+        )
+        outbox = self.engine.doorbells_for(record, now)
+        self.store.insert_run(record, outbox)
+        self.engine.publish(outbox)
+        return run_id
+
+    # -- reading runs ------------------------------------------------------
+
+    def typed(self, record: Record) -> TypedRecord[T, S]:
+        return TypedRecord(
+            workflow_name=record.workflow_name,
+            foreign_id=record.foreign_id,
+            run_id=record.run_id,
+            run_state=record.run_state,
+            status=self.definition.status(record.status),
+            object=self.engine.codec.decode(record.object, run_id=record.run_id),
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            meta=record.meta,
+        )
+
+    def _own(self, record: Record) -> Record:
+        if record.workflow_name != self.name:
+            raise RecordNotFound(workflow=self.name, run_id=record.run_id)
+        return record
+
+    def lookup(self, run_id: str) -> TypedRecord[T, S]:
+        """The run with this id. Raises ``RecordNotFound``."""
+        return self.typed(self._own(self.store.lookup(run_id)))
+
+    def latest(self, foreign_id: str) -> TypedRecord[T, S]:
+        """The newest run for ``foreign_id``. Raises ``RecordNotFound``."""
+        return self.typed(self.store.latest(self.name, foreign_id))
+
+    def list(
+        self,
+        *,
+        status: S | None = None,
+        run_state: RunState | None = None,
+        foreign_id: str | None = None,
+        limit: int = 25,
+        offset: int = 0,
+        order: Literal["asc", "desc"] = "desc",
+    ) -> list[TypedRecord[T, S]]:
+        """Runs of this workflow, newest first by default."""
+        if order not in ("asc", "desc"):
+            raise ValueError(f"order must be 'asc' or 'desc', got {order!r}")
+        records = self.store.list_runs(
+            self.name,
+            status=None if status is None else int(status),
+            run_state=run_state,
+            foreign_id=foreign_id,
+            limit=limit,
+            offset=offset,
+            order=order,
+        )
+        return [self.typed(r) for r in records]
+
+    def history(self, run_id: str) -> list[HistoryEntry]:
+        """Every stored version of a run, oldest first."""
+        self._own(self.store.lookup(run_id))
+        return self.store.history(run_id)
+
+    def errors(self, run_id: str) -> list[StepErrors]:
+        """The run's error counters (one per status that is failing)."""
+        return self.store.errors(run_id)
+
+    def await_status(self, foreign_id: str, run_id: str, status: S, *, timeout: float | None = None) -> Run[T, S]:
+        """Wait until the run is at, or has passed through, ``status``.
+
+        Returns the run as it was when it reached ``status``. Raises
+        ``AwaitTimeout`` after ``timeout`` seconds, ``RecordNotFound`` for an
+        unknown run and ``RunFinished`` if the run ended without reaching it.
+        """
+        if int(status) not in self.definition.graph:
+            raise ConfigurationError(f"status {status!r} is not part of the graph", workflow=self.name, run_id=run_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poll = AWAIT_MIN_POLL
+        while True:
+            record = self._own(self.store.lookup(run_id))
+            if record.foreign_id != foreign_id:
+                raise RecordNotFound(
+                    f"run belongs to foreign id {record.foreign_id!r}", workflow=self.name, run_id=run_id,
+                    foreign_id=foreign_id,
+                )
+            for entry in self.store.history(run_id):
+                if entry.status == int(status):
+                    return self._run_from_history(record, entry)
+            if record.run_state.finished:
+                raise RunFinished(
+                    f"the run finished ({record.run_state.name}) at "
+                    f"{self.definition.status_name(record.status)} without reaching {status.name}",
+                    workflow=self.name,
+                    foreign_id=foreign_id,
+                    run_id=run_id,
+                )
+            if deadline is not None and time.monotonic() >= deadline:
+                raise AwaitTimeout(
+                    f"run did not reach {status.name} within {timeout}s "
+                    f"(it is at {self.definition.status_name(record.status)}, {record.run_state.name})",
+                    workflow=self.name,
+                    foreign_id=foreign_id,
+                    run_id=run_id,
+                )
+            sleep = poll if deadline is None else min(poll, max(deadline - time.monotonic(), 0.0))
+            time.sleep(sleep)
+            poll = min(poll * 1.5, AWAIT_MAX_POLL)
+
+    def _run_from_history(self, record: Record, entry: HistoryEntry) -> Run[T, S]:
+        return Run(
+            workflow_name=record.workflow_name,
+            foreign_id=record.foreign_id,
+            run_id=record.run_id,
+            run_state=entry.run_state,
+            status=self.definition.status(entry.status),
+            object=self.engine.codec.decode(entry.object, run_id=record.run_id),
+            created_at=record.created_at,
+            updated_at=entry.created_at,
+            meta=Meta(
+                version=entry.version,
+                run_state_reason=entry.reason,
+                status_description=self.definition.status_name(entry.status),
+                trace_origin=record.meta.trace_origin,
+            ),
+        )
+
+    # -- run control -------------------------------------------------------
+
+    def pause(self, run_id: str, reason: str = "") -> None:
+        """Pause a run; its step will not run until ``resume``."""
+        self._change_run_state(run_id, RunState.PAUSED, reason)
+
+    def resume(self, run_id: str) -> None:
+        """Resume a paused run: its current step is enqueued again."""
+        self._change_run_state(run_id, RunState.RUNNING, "")
+
+    def cancel(self, run_id: str, reason: str = "") -> None:
+        """Cancel a run for good (a database state, never a Celery revoke)."""
+        self._change_run_state(run_id, RunState.CANCELLED, reason)
+
+    def _change_run_state(self, run_id: str, target: RunState, reason: str) -> Record:
+        for _ in range(CAS_ATTEMPTS):
+            record = self._own(self.store.lookup(run_id))
+            check_transition(record.run_state, target, workflow=self.name, run_id=run_id, foreign_id=record.foreign_id)
+            now = self.clock.now()
+            new = self.engine.next_record(record, run_state=target, reason=reason, now=now)
+            if self.engine.commit(new, record.meta.version, now):
+                return new
+        raise WorkflowError(
+            f"run kept changing; could not move it to {target.name} after {CAS_ATTEMPTS} attempts",
+            workflow=self.name,
+            run_id=run_id,
+        )
+
+    # -- workers -----------------------------------------------------------
+
+    def handle_step(self, status: int, body: Any) -> Outcome:
+        """What a worker does with one message from a step queue."""
+        return self.engine.handle_step(status, body)
+
+    def relay_once(self, now: datetime | None = None, *, limit: int = 500) -> int:
+        """Publish doorbells that are due (lost, never published, or retries); return how many."""
+        due = self.store.claim_due_outbox(
+            now or self.clock.now(),
+            limit=limit,
+            redeliver_after=self.options.redeliver_after,
+            max_interval=self.options.max_redeliver_interval,
+        )
+        # Doorbells of other workflows sharing the store are published too: a message
+        # names its own queue, so any process connected to the broker can ring it.
+        self.engine.publish(due)
+        return len(due)
+
+    def visualise(self) -> str:
+        """The status graph as mermaid ``stateDiagram-v2`` text."""
+        return mermaid(self.definition)
+
+    def __repr__(self) -> str:
+        return f"<Workflow {self.name} statuses={len(self.definition.graph.nodes)} steps={len(self.definition.steps)}>"
+
+
+def _caller() -> str:
+    # Frame 0 is _caller, 1 is trigger, 2 is whoever called trigger.
+    frame: Any = sys._getframe(2)
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"

@@ -1,0 +1,165 @@
+"""In-memory record store for unit tests and the in-process runner."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from .core.errors import RecordNotFound, WorkflowInProgress
+from .core.ports import ErrorInfo, Order, OutboxMessage, StepErrors
+from .core.record import HistoryEntry, Record
+from .core.run_state import RunState
+
+
+class MemoryStore:
+    """A thread-safe store with the same semantics as ``SQLStore``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._records: dict[str, Record] = {}
+        self._order: list[str] = []
+        self._history: dict[str, list[HistoryEntry]] = {}
+        self._outbox: dict[str, OutboxMessage] = {}
+        self._errors: dict[tuple[str, int], StepErrors] = {}
+
+    def create_schema(self) -> None:
+        return None
+
+    def _append_history(self, record: Record) -> None:
+        self._history.setdefault(record.run_id, []).append(
+            HistoryEntry(
+                run_id=record.run_id,
+                version=record.meta.version,
+                status=record.status,
+                run_state=record.run_state,
+                object=record.object,
+                reason=record.meta.run_state_reason,
+                created_at=record.updated_at,
+            )
+        )
+
+    def insert_run(self, record: Record, outbox: Sequence[OutboxMessage]) -> None:
+        with self._lock:
+            for other in self._records.values():
+                if (
+                    other.workflow_name == record.workflow_name
+                    and other.foreign_id == record.foreign_id
+                    and other.run_state.in_progress
+                    and record.run_state.in_progress
+                ):
+                    raise WorkflowInProgress(
+                        workflow=record.workflow_name, foreign_id=record.foreign_id, run_id=other.run_id
+                    )
+            if record.run_id in self._records:
+                raise ValueError(f"run {record.run_id} already exists")
+            self._records[record.run_id] = record
+            self._order.append(record.run_id)
+            self._append_history(record)
+            for msg in outbox:
+                self._outbox[msg.id] = msg
+
+    def update_run(self, record: Record, expected_version: int, outbox: Sequence[OutboxMessage]) -> bool:
+        with self._lock:
+            current = self._records.get(record.run_id)
+            if current is None or current.meta.version != expected_version:
+                return False
+            if record.run_state.in_progress and not current.run_state.in_progress:
+                for other in self._records.values():
+                    if (
+                        other.run_id != record.run_id
+                        and other.workflow_name == record.workflow_name
+                        and other.foreign_id == record.foreign_id
+                        and other.run_state.in_progress
+                    ):
+                        raise WorkflowInProgress(
+                            workflow=record.workflow_name, foreign_id=record.foreign_id, run_id=other.run_id
+                        )
+            self._records[record.run_id] = record
+            self._append_history(record)
+            for key in [k for k, m in self._outbox.items() if m.run_id == record.run_id and m.kind == "step"]:
+                del self._outbox[key]
+            for key in [k for k in self._errors if k[0] == record.run_id and k[1] != record.status]:
+                del self._errors[key]
+            for msg in outbox:
+                self._outbox[msg.id] = msg
+            return True
+
+    def lookup(self, run_id: str) -> Record:
+        with self._lock:
+            try:
+                return self._records[run_id]
+            except KeyError:
+                raise RecordNotFound(run_id=run_id) from None
+
+    def latest(self, workflow_name: str, foreign_id: str) -> Record:
+        with self._lock:
+            for run_id in reversed(self._order):
+                rec = self._records[run_id]
+                if rec.workflow_name == workflow_name and rec.foreign_id == foreign_id:
+                    return rec
+        raise RecordNotFound(workflow=workflow_name, foreign_id=foreign_id)
+
+    def list_runs(
+        self,
+        workflow_name: str | None,
+        *,
+        status: int | None = None,
+        run_state: RunState | None = None,
+        foreign_id: str | None = None,
+        limit: int = 25,
+        offset: int = 0,
+        order: Order = "desc",
+    ) -> list[Record]:
+        with self._lock:
+            rows = [self._records[r] for r in self._order]
+        rows = [
+            r
+            for r in rows
+            if (workflow_name is None or r.workflow_name == workflow_name)
+            and (status is None or r.status == status)
+            and (run_state is None or r.run_state == run_state)
+            and (foreign_id is None or r.foreign_id == foreign_id)
+        ]
+        rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=(order == "desc"))
+        return rows[offset : offset + limit]
+
+    def history(self, run_id: str) -> list[HistoryEntry]:
+        with self._lock:
+            return list(self._history.get(run_id, []))
+
+    def outbox(self, run_id: str | None = None) -> list[OutboxMessage]:
+        with self._lock:
+            rows = [m for m in self._outbox.values() if run_id is None or m.run_id == run_id]
+        return sorted(rows, key=lambda m: (m.created_at, m.id))
+
+    def claim_due_outbox(
+        self, now: datetime, *, limit: int, redeliver_after: timedelta, max_interval: timedelta
+    ) -> list[OutboxMessage]:
+        with self._lock:
+            due = sorted((m for m in self._outbox.values() if m.due_at <= now), key=lambda m: (m.due_at, m.id))
+            claimed = due[:limit]
+            for msg in claimed:
+                wait = min(redeliver_after * (2**msg.attempts), max_interval)
+                self._outbox[msg.id] = replace(msg, due_at=now + wait, attempts=msg.attempts + 1)
+            return claimed
+
+    def delete_outbox(self, message_ids: Sequence[str]) -> None:
+        with self._lock:
+            for mid in message_ids:
+                self._outbox.pop(mid, None)
+
+    def record_error(self, run_id: str, status: int, error: ErrorInfo, retry: OutboxMessage | None) -> int:
+        with self._lock:
+            key = (run_id, status)
+            previous = self._errors.get(key)
+            count = (previous.count if previous else 0) + 1
+            self._errors[key] = StepErrors(run_id=run_id, status=status, count=count, last_error=error)
+            if retry is not None:
+                self._outbox[retry.id] = retry
+            return count
+
+    def errors(self, run_id: str) -> list[StepErrors]:
+        with self._lock:
+            return sorted((e for k, e in self._errors.items() if k[0] == run_id), key=lambda e: e.status)

@@ -1,0 +1,148 @@
+"""Tables of the SQL record store (SQLAlchemy Core).
+
+The migrations in ``workflow_celery/sql/migrations`` create exactly these
+tables; ``tests/contract`` checks that the two never drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+from ..core.run_state import IN_PROGRESS_VALUES
+
+VERSION_TABLE = "workflow_celery_alembic_version"
+"""Alembic's bookkeeping table; its own name so it never meets a user's alembic."""
+
+IN_PROGRESS_INDEX = "uq_workflow_records_in_progress"
+"""The partial unique index that allows one in-progress run per foreign id."""
+
+RECORDS_PK = "pk_workflow_records"
+
+IN_PROGRESS_WHERE = "run_state IN ({})".format(", ".join(str(v) for v in IN_PROGRESS_VALUES))
+
+RUN_ID_LENGTH = 64
+OUTBOX_ID_LENGTH = 200
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp that is always UTC in Python.
+
+    SQLite keeps no offset, so values are normalised to UTC before they are
+    written (string comparison then orders them correctly) and tagged UTC when
+    read; PostgreSQL returns the session's zone, which is converted too.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else to_utc(value)
+
+    def process_result_value(self, value: Any | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else to_utc(value)
+
+
+def to_utc(value: datetime) -> datetime:
+    """Aware UTC; a naive value is taken to be UTC already (that is how SQLite hands them back)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    if value.tzinfo is timezone.utc:
+        return value
+    return value.astimezone(timezone.utc)
+
+
+metadata = MetaData()
+
+records = Table(
+    "workflow_records",
+    metadata,
+    Column("run_id", String(RUN_ID_LENGTH), nullable=False),
+    Column("workflow_name", Text, nullable=False),
+    Column("foreign_id", Text, nullable=False),
+    Column("run_state", Integer, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("object", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("run_state_reason", Text, nullable=False, server_default=""),
+    Column("status_description", Text, nullable=False, server_default=""),
+    Column("trace_origin", Text, nullable=False, server_default=""),
+    PrimaryKeyConstraint("run_id", name=RECORDS_PK),
+)
+
+Index("ix_workflow_records_foreign_id", records.c.workflow_name, records.c.foreign_id, records.c.created_at)
+Index("ix_workflow_records_status", records.c.workflow_name, records.c.status)
+Index("ix_workflow_records_run_state", records.c.workflow_name, records.c.run_state)
+Index("ix_workflow_records_created_at", records.c.created_at)
+Index(
+    IN_PROGRESS_INDEX,
+    records.c.workflow_name,
+    records.c.foreign_id,
+    unique=True,
+    postgresql_where=text(IN_PROGRESS_WHERE),
+    sqlite_where=text(IN_PROGRESS_WHERE),
+)
+
+history = Table(
+    "workflow_history",
+    metadata,
+    Column("run_id", String(RUN_ID_LENGTH), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("run_state", Integer, nullable=False),
+    Column("object", Text, nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("run_id", "version", name="pk_workflow_history"),
+)
+
+outbox = Table(
+    "workflow_outbox",
+    metadata,
+    Column("id", String(OUTBOX_ID_LENGTH), nullable=False),
+    Column("workflow_name", Text, nullable=False),
+    Column("run_id", String(RUN_ID_LENGTH), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("queue", Text, nullable=False),
+    Column("task", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("id", name="pk_workflow_outbox"),
+)
+
+Index("ix_workflow_outbox_due_at", outbox.c.due_at)
+Index("ix_workflow_outbox_run_id", outbox.c.run_id)
+
+step_errors = Table(
+    "workflow_step_errors",
+    metadata,
+    Column("run_id", String(RUN_ID_LENGTH), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("error_type", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("traceback", Text, nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("run_id", "status", name="pk_workflow_step_errors"),
+)
+
+ALL_TABLES = (records, history, outbox, step_errors)

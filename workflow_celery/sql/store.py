@@ -1,0 +1,731 @@
+"""``SQLStore``: the record store on PostgreSQL (production) or SQLite (one host).
+
+PostgreSQL: every method is a single statement sent on an autocommit
+connection, so each is atomic and costs one round trip; the multi-table
+writes use data-modifying CTEs and pass doorbells as arrays (``unnest``), so
+their SQL text never changes and psycopg can prepare it once per connection.
+
+SQLite: plain statements inside ``BEGIN IMMEDIATE`` transactions. Taking the
+write lock up front (instead of on the first write) means a writer waits for
+the busy timeout rather than failing with "database is locked" when it has
+read a snapshot that another writer made stale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import (
+    Delete,
+    Insert,
+    Select,
+    Update,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    make_url,
+    select,
+    text,
+)
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import StaticPool
+
+from ..core.errors import ConfigurationError, RecordNotFound, SerializationError, WorkflowInProgress
+from ..core.ports import ErrorInfo, Order, OutboxKind, OutboxMessage, StepErrors
+from ..core.record import HistoryEntry, Meta, Record
+from ..core.run_state import IN_PROGRESS_VALUES, RunState
+from . import migrate
+from .schema import IN_PROGRESS_INDEX, RECORDS_PK, UTCDateTime, history, outbox, records, step_errors, to_utc
+
+__all__ = ["SQLStore", "make_engine"]
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+# --------------------------------------------------------------------------- engines
+
+
+def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
+    """An engine configured the way the store needs it.
+
+    ``postgresql://`` URLs get the psycopg 3 driver. SQLite connections may be
+    used from any thread, wait up to 30 s for the write lock, and file
+    databases use WAL so readers never block the writer; an in-memory
+    database is a single shared connection (a second one would be a second,
+    empty database).
+    """
+    if url in (":memory:", "sqlite://:memory:"):
+        url = "sqlite://"
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        in_memory = database in ("", ":memory:") or parsed.query.get("mode") == "memory"
+        connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}
+        if in_memory:
+            engine = create_engine(parsed, echo=echo, poolclass=StaticPool, connect_args=connect_args)
+        else:
+            engine = create_engine(parsed, echo=echo, pool_size=pool_size, connect_args=connect_args)
+        _configure_sqlite(engine, wal=not in_memory)
+        return engine
+    if backend == "postgresql":
+        return create_engine(parsed, echo=echo, pool_size=pool_size)
+    raise ConfigurationError(f"unsupported database {backend!r}: use postgresql or sqlite")
+
+
+def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            if wal:
+                cursor.execute("PRAGMA journal_mode = WAL")
+        finally:
+            cursor.close()
+
+
+# Celery's prefork pool forks after the parent may have opened connections; a
+# child reusing the parent's socket would interleave bytes with it.
+_STORES: weakref.WeakSet[SQLStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_STORES):
+        store._after_fork()  # noqa: SLF001 - the module owns its stores' fork handling
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# --------------------------------------------------------------------------- PostgreSQL statements
+
+_OUTBOX_COLUMNS = "id, workflow_name, run_id, kind, queue, task, body, created_at, due_at, attempts"
+
+# One row per doorbell, from parallel arrays: a fixed statement whatever their number.
+_PG_OUTBOX_ROWS = """unnest(
+        CAST(:o_id AS text[]), CAST(:o_workflow_name AS text[]), CAST(:o_run_id AS text[]),
+        CAST(:o_kind AS text[]), CAST(:o_queue AS text[]), CAST(:o_task AS text[]), CAST(:o_body AS text[]),
+        CAST(:o_created_at AS timestamptz[]), CAST(:o_due_at AS timestamptz[]), CAST(:o_attempts AS integer[])
+    ) AS m(id, workflow_name, run_id, kind, queue, task, body, created_at, due_at, attempts)"""
+
+_PG_OUTBOX_ON_CONFLICT = """ON CONFLICT (id) DO UPDATE SET
+        workflow_name = EXCLUDED.workflow_name, run_id = EXCLUDED.run_id, kind = EXCLUDED.kind,
+        queue = EXCLUDED.queue, task = EXCLUDED.task, body = EXCLUDED.body,
+        created_at = EXCLUDED.created_at, due_at = EXCLUDED.due_at, attempts = EXCLUDED.attempts"""
+
+_PG_INSERT_RUN = text(f"""
+WITH r AS (
+    INSERT INTO workflow_records (run_id, workflow_name, foreign_id, run_state, status, object, created_at,
+                                  updated_at, version, run_state_reason, status_description, trace_origin)
+    VALUES (:run_id, :workflow_name, :foreign_id, :run_state, :status, :object, :created_at,
+            :updated_at, :version, :run_state_reason, :status_description, :trace_origin)
+    RETURNING run_id, version, status, run_state, object, run_state_reason, updated_at
+), h AS (
+    INSERT INTO workflow_history (run_id, version, status, run_state, object, reason, created_at)
+    SELECT run_id, version, status, run_state, object, run_state_reason, updated_at FROM r
+), o AS (
+    INSERT INTO workflow_outbox ({_OUTBOX_COLUMNS})
+    SELECT m.* FROM r CROSS JOIN {_PG_OUTBOX_ROWS}
+    {_PG_OUTBOX_ON_CONFLICT}
+)
+SELECT count(*) FROM r
+""")
+
+# Every sub-statement joins ``u``, so a lost compare-and-set writes nothing. All
+# of them see the snapshot taken before the statement, so the DELETE of the
+# superseded step doorbells cannot see the rows inserted by ``o``; it skips the
+# new ids instead, which ``o`` then replaces by upsert, as a delete followed by
+# an insert would.
+_PG_UPDATE_RUN = text(f"""
+WITH u AS (
+    UPDATE workflow_records SET
+        workflow_name = :workflow_name, foreign_id = :foreign_id, run_state = :run_state, status = :status,
+        object = :object, created_at = :created_at, updated_at = :updated_at, version = :version,
+        run_state_reason = :run_state_reason, status_description = :status_description,
+        trace_origin = :trace_origin
+    WHERE run_id = :run_id AND version = :expected_version
+    RETURNING run_id, version, status, run_state, object, run_state_reason, updated_at
+), h AS (
+    INSERT INTO workflow_history (run_id, version, status, run_state, object, reason, created_at)
+    SELECT run_id, version, status, run_state, object, run_state_reason, updated_at FROM u
+), d1 AS (
+    DELETE FROM workflow_outbox AS x USING u
+    WHERE x.run_id = u.run_id AND x.kind = 'step' AND x.id <> ALL(CAST(:o_id AS text[]))
+), d2 AS (
+    DELETE FROM workflow_step_errors AS e USING u
+    WHERE e.run_id = u.run_id AND e.status <> u.status
+), o AS (
+    INSERT INTO workflow_outbox ({_OUTBOX_COLUMNS})
+    SELECT m.* FROM u CROSS JOIN {_PG_OUTBOX_ROWS}
+    {_PG_OUTBOX_ON_CONFLICT}
+)
+SELECT count(*) FROM u
+""")
+
+# SKIP LOCKED hands each due row to one caller; a row another caller has just
+# claimed and committed is re-checked against ``due_at <= :now`` on its new
+# version (READ COMMITTED), so it is not claimed twice in one period either.
+# The exponent is capped only to keep numeric arithmetic small; the cap on the
+# interval itself is ``max_us``.
+_PG_CLAIM = text(f"""
+WITH c AS (
+    SELECT id, due_at, attempts FROM workflow_outbox
+    WHERE due_at <= :now
+    ORDER BY due_at, id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), u AS (
+    UPDATE workflow_outbox AS x SET
+        due_at = :now + CAST(LEAST(CAST(:redeliver_us AS numeric) * power(2::numeric, LEAST(c.attempts, 100)),
+                                   CAST(:max_us AS numeric)) AS bigint) * interval '1 microsecond',
+        attempts = c.attempts + 1
+    FROM c
+    WHERE x.id = c.id
+    RETURNING x.id, x.workflow_name, x.run_id, x.kind, x.queue, x.task, x.body, x.created_at,
+              c.due_at, c.attempts
+)
+SELECT {_OUTBOX_COLUMNS} FROM u ORDER BY due_at, id
+""")
+
+_PG_DELETE_OUTBOX = text("DELETE FROM workflow_outbox WHERE id = ANY(CAST(:ids AS text[]))")
+
+_PG_RECORD_ERROR = text(f"""
+WITH e AS (
+    INSERT INTO workflow_step_errors (run_id, status, count, error_type, message, traceback, occurred_at)
+    VALUES (:run_id, :status, 1, :error_type, :message, :traceback, :occurred_at)
+    ON CONFLICT (run_id, status) DO UPDATE SET
+        count = workflow_step_errors.count + 1, error_type = EXCLUDED.error_type,
+        message = EXCLUDED.message, traceback = EXCLUDED.traceback, occurred_at = EXCLUDED.occurred_at
+    RETURNING count
+), o AS (
+    INSERT INTO workflow_outbox ({_OUTBOX_COLUMNS})
+    SELECT m.* FROM {_PG_OUTBOX_ROWS}
+    {_PG_OUTBOX_ON_CONFLICT}
+)
+SELECT count FROM e
+""")
+
+# --------------------------------------------------------------------------- portable statements
+
+_LOOKUP: Select[Any] = select(records).where(records.c.run_id == bindparam("b_run_id"))
+_LATEST: Select[Any] = (
+    select(records)
+    .where(records.c.workflow_name == bindparam("b_workflow"), records.c.foreign_id == bindparam("b_foreign_id"))
+    .order_by(records.c.created_at.desc(), records.c.run_id.desc())
+    .limit(1)
+)
+_HISTORY: Select[Any] = (
+    select(history).where(history.c.run_id == bindparam("b_run_id")).order_by(history.c.version)
+)
+_OUTBOX_ALL: Select[Any] = select(outbox).order_by(outbox.c.created_at, outbox.c.id)
+_OUTBOX_OF_RUN: Select[Any] = _OUTBOX_ALL.where(outbox.c.run_id == bindparam("b_run_id"))
+_ERRORS: Select[Any] = (
+    select(step_errors).where(step_errors.c.run_id == bindparam("b_run_id")).order_by(step_errors.c.status)
+)
+_IN_PROGRESS_OF: Select[Any] = (
+    select(records.c.run_id)
+    .where(
+        records.c.workflow_name == bindparam("b_workflow"),
+        records.c.foreign_id == bindparam("b_foreign_id"),
+        records.c.run_state.in_(IN_PROGRESS_VALUES),
+        records.c.run_id != bindparam("b_exclude"),
+    )
+    .limit(1)
+)
+
+# --------------------------------------------------------------------------- SQLite statements
+
+_SQ_INSERT_RECORD: Insert = records.insert()
+_SQ_INSERT_HISTORY: Insert = history.insert()
+_SQ_UPDATE_RECORD: Update = records.update().where(
+    records.c.run_id == bindparam("b_run_id"), records.c.version == bindparam("b_expected_version")
+)
+_SQ_DELETE_STEP_DOORBELLS: Delete = delete(outbox).where(
+    outbox.c.run_id == bindparam("b_run_id"), outbox.c.kind == "step"
+)
+_SQ_DELETE_OTHER_ERRORS: Delete = delete(step_errors).where(
+    step_errors.c.run_id == bindparam("b_run_id"), step_errors.c.status != bindparam("b_status")
+)
+_sq_outbox_insert = sqlite_insert(outbox)
+_SQ_UPSERT_OUTBOX = _sq_outbox_insert.on_conflict_do_update(
+    index_elements=[outbox.c.id],
+    set_={c.name: _sq_outbox_insert.excluded[c.name] for c in outbox.c if c.name != "id"},
+)
+_SQ_CLAIM_SELECT: Select[Any] = (
+    select(outbox)
+    .where(outbox.c.due_at <= bindparam("b_now", type_=UTCDateTime()))
+    .order_by(outbox.c.due_at, outbox.c.id)
+    .limit(bindparam("b_limit"))
+)
+_SQ_CLAIM_BUMP: Update = (
+    outbox.update()
+    .where(outbox.c.id == bindparam("b_id"))
+    .values(due_at=bindparam("b_due_at", type_=UTCDateTime()), attempts=bindparam("b_attempts"))
+)
+_SQ_DELETE_OUTBOX: Delete = delete(outbox).where(outbox.c.id.in_(bindparam("b_ids", expanding=True)))
+_sq_error_insert = sqlite_insert(step_errors)
+_SQ_RECORD_ERROR = _sq_error_insert.on_conflict_do_update(
+    index_elements=[step_errors.c.run_id, step_errors.c.status],
+    set_={
+        "count": step_errors.c.count + 1,
+        "error_type": _sq_error_insert.excluded.error_type,
+        "message": _sq_error_insert.excluded.message,
+        "traceback": _sq_error_insert.excluded.traceback,
+        "occurred_at": _sq_error_insert.excluded.occurred_at,
+    },
+).returning(step_errors.c.count)
+
+# --------------------------------------------------------------------------- conversions
+
+
+def _object_text(record: Record) -> str:
+    try:
+        return bytes(record.object).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SerializationError(
+            "object is not UTF-8 JSON", workflow=record.workflow_name, run_id=record.run_id
+        ) from exc
+
+
+def _record_params(record: Record) -> dict[str, Any]:
+    meta = record.meta
+    return {
+        "run_id": record.run_id,
+        "workflow_name": record.workflow_name,
+        "foreign_id": record.foreign_id,
+        "run_state": int(record.run_state),
+        "status": int(record.status),
+        "object": _object_text(record),
+        "created_at": to_utc(record.created_at),
+        "updated_at": to_utc(record.updated_at),
+        "version": meta.version,
+        "run_state_reason": meta.run_state_reason,
+        "status_description": meta.status_description,
+        "trace_origin": meta.trace_origin,
+    }
+
+
+def _history_params(record: Record) -> dict[str, Any]:
+    return {
+        "run_id": record.run_id,
+        "version": record.meta.version,
+        "status": int(record.status),
+        "run_state": int(record.run_state),
+        "object": _object_text(record),
+        "reason": record.meta.run_state_reason,
+        "created_at": to_utc(record.updated_at),
+    }
+
+
+def _unique(messages: Sequence[OutboxMessage]) -> list[OutboxMessage]:
+    # The last message with an id wins, as with repeated inserts into a dict;
+    # an upsert touching one row twice in a statement is an error on PostgreSQL.
+    if len({m.id for m in messages}) == len(messages):
+        return list(messages)
+    return list({m.id: m for m in messages}.values())
+
+
+def _outbox_params(message: OutboxMessage) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "workflow_name": message.workflow_name,
+        "run_id": message.run_id,
+        "kind": message.kind,
+        "queue": message.queue,
+        "task": message.task,
+        "body": message.body_json(),
+        "created_at": to_utc(message.created_at),
+        "due_at": to_utc(message.due_at),
+        "attempts": message.attempts,
+    }
+
+
+def _outbox_arrays(messages: Sequence[OutboxMessage]) -> dict[str, list[Any]]:
+    rows = _unique(messages)
+    return {
+        "o_id": [m.id for m in rows],
+        "o_workflow_name": [m.workflow_name for m in rows],
+        "o_run_id": [m.run_id for m in rows],
+        "o_kind": [m.kind for m in rows],
+        "o_queue": [m.queue for m in rows],
+        "o_task": [m.task for m in rows],
+        "o_body": [m.body_json() for m in rows],
+        "o_created_at": [to_utc(m.created_at) for m in rows],
+        "o_due_at": [to_utc(m.due_at) for m in rows],
+        "o_attempts": [m.attempts for m in rows],
+    }
+
+
+def _to_record(row: Row[Any]) -> Record:
+    return Record(
+        workflow_name=row.workflow_name,
+        foreign_id=row.foreign_id,
+        run_id=row.run_id,
+        run_state=RunState(row.run_state),
+        status=row.status,
+        object=row.object.encode("utf-8"),
+        created_at=to_utc(row.created_at),
+        updated_at=to_utc(row.updated_at),
+        meta=Meta(
+            version=row.version,
+            run_state_reason=row.run_state_reason,
+            status_description=row.status_description,
+            trace_origin=row.trace_origin,
+        ),
+    )
+
+
+def _to_message(row: Row[Any]) -> OutboxMessage:
+    body: Mapping[str, Any] = json.loads(row.body)
+    return OutboxMessage(
+        id=row.id,
+        workflow_name=row.workflow_name,
+        run_id=row.run_id,
+        kind=cast(OutboxKind, row.kind),
+        queue=row.queue,
+        task=row.task,
+        body=body,
+        created_at=to_utc(row.created_at),
+        due_at=to_utc(row.due_at),
+        attempts=row.attempts,
+    )
+
+
+def _backoff(redeliver_after: timedelta, max_interval: timedelta, attempts: int) -> timedelta:
+    # Compared in microseconds: timedelta * 2**n overflows long before the cap matters.
+    cap = max_interval // timedelta(microseconds=1)
+    wait = min((redeliver_after // timedelta(microseconds=1)) << min(attempts, 100), cap)
+    return timedelta(microseconds=wait)
+
+
+def _violated_constraint(exc: IntegrityError) -> str | None:
+    """Name of the index or key an insert or update broke, on either dialect."""
+    name = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+    if isinstance(name, str):
+        return name
+    message = str(exc.orig)
+    # SQLite names the columns: "UNIQUE constraint failed: t.a, t.b".
+    if "workflow_records.workflow_name, workflow_records.foreign_id" in message:
+        return IN_PROGRESS_INDEX
+    if "UNIQUE constraint failed: workflow_records.run_id" in message:
+        return RECORDS_PK
+    return None
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class SQLStore:
+    """A ``RecordStore`` on PostgreSQL (psycopg 3) or SQLite, semantically identical to ``MemoryStore``."""
+
+    def __init__(self, url_or_engine: str | Engine, *, pool_size: int = 5, echo: bool = False) -> None:
+        """Connect lazily to ``url_or_engine`` (a URL, or an engine the caller configured and owns)."""
+        if isinstance(url_or_engine, Engine):
+            self.engine = url_or_engine
+        else:
+            self.engine = make_engine(url_or_engine, pool_size=pool_size, echo=echo)
+        dialect = self.engine.dialect.name
+        if dialect not in ("postgresql", "sqlite"):
+            raise ConfigurationError(f"unsupported database {dialect!r}: use postgresql or sqlite")
+        self._pg = dialect == "postgresql"
+        # Each PostgreSQL method is a single statement; autocommit spares the
+        # BEGIN and COMMIT round trips without giving up atomicity.
+        self._single: Engine = self.engine.execution_options(isolation_level="AUTOCOMMIT") if self._pg else self.engine
+        # One shared in-memory connection cannot hold two transactions at once.
+        self._shared_connection = isinstance(self.engine.pool, StaticPool)
+        self._lock = threading.RLock()
+        _STORES.add(self)
+
+    def __repr__(self) -> str:
+        return f"SQLStore({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def create_schema(self) -> None:
+        """Create or upgrade the tables by running the migrations to head (idempotent, concurrency-safe)."""
+        with self._guard():
+            migrate.upgrade(self.engine)
+
+    def dispose(self) -> None:
+        """Close every pooled connection; the store reconnects on its next call."""
+        self.engine.dispose()
+
+    def _after_fork(self) -> None:
+        # close=False: the parent still owns those sockets.
+        self.engine.dispose(close=False)
+        self._lock = threading.RLock()
+
+    def _guard(self) -> AbstractContextManager[Any]:
+        return self._lock if self._shared_connection else nullcontext()
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._guard(), self._single.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A SQLite write transaction holding the database lock from its first statement."""
+        with self._guard(), self.engine.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    # ------------------------------------------------------------------ runs
+
+    def insert_run(self, record: Record, outbox: Sequence[OutboxMessage]) -> None:
+        """Insert a new run with its first history row and doorbells, atomically.
+
+        Raises ``WorkflowInProgress`` when another run of the workflow for the
+        same foreign id is in progress (the partial unique index decides), and
+        ``ValueError`` when the run id exists already.
+        """
+        params = _record_params(record)
+        try:
+            if self._pg:
+                with self._read() as conn:
+                    conn.execute(_PG_INSERT_RUN, {**params, **_outbox_arrays(outbox)})
+            else:
+                with self._write() as conn:
+                    conn.execute(_SQ_INSERT_RECORD, params)
+                    conn.execute(_SQ_INSERT_HISTORY, _history_params(record))
+                    if outbox:
+                        conn.execute(_SQ_UPSERT_OUTBOX, [_outbox_params(m) for m in _unique(outbox)])
+        except IntegrityError as exc:
+            constraint = _violated_constraint(exc)
+            if constraint not in (IN_PROGRESS_INDEX, RECORDS_PK):
+                raise
+            other = self._in_progress_run(record, exclude="") if record.run_state.in_progress else None
+            if constraint == IN_PROGRESS_INDEX or other is not None:
+                raise WorkflowInProgress(
+                    workflow=record.workflow_name, foreign_id=record.foreign_id, run_id=other
+                ) from exc
+            raise ValueError(f"run {record.run_id} already exists") from exc
+
+    def update_run(self, record: Record, expected_version: int, outbox: Sequence[OutboxMessage]) -> bool:
+        """Compare-and-set ``record`` against ``expected_version``; see ``RecordStore.update_run``.
+
+        Raises ``WorkflowInProgress`` when the run moves back into progress
+        (resume) while another run for its foreign id is in progress.
+        """
+        params = _record_params(record)
+        try:
+            if self._pg:
+                params.update(_outbox_arrays(outbox))
+                params["expected_version"] = expected_version
+                with self._read() as conn:
+                    return bool(conn.execute(_PG_UPDATE_RUN, params).scalar_one())
+            with self._write() as conn:
+                params["b_run_id"] = record.run_id
+                params["b_expected_version"] = expected_version
+                if conn.execute(_SQ_UPDATE_RECORD, params).rowcount != 1:
+                    conn.rollback()
+                    return False
+                conn.execute(_SQ_INSERT_HISTORY, _history_params(record))
+                conn.execute(_SQ_DELETE_STEP_DOORBELLS, {"b_run_id": record.run_id})
+                conn.execute(_SQ_DELETE_OTHER_ERRORS, {"b_run_id": record.run_id, "b_status": int(record.status)})
+                if outbox:
+                    conn.execute(_SQ_UPSERT_OUTBOX, [_outbox_params(m) for m in _unique(outbox)])
+                return True
+        except IntegrityError as exc:
+            if _violated_constraint(exc) != IN_PROGRESS_INDEX:
+                raise
+            raise WorkflowInProgress(
+                workflow=record.workflow_name,
+                foreign_id=record.foreign_id,
+                run_id=self._in_progress_run(record, exclude=record.run_id),
+            ) from exc
+
+    def _in_progress_run(self, record: Record, *, exclude: str) -> str | None:
+        # Best effort: the blocking run may finish between the failure and this read.
+        with self._read() as conn:
+            return conn.execute(
+                _IN_PROGRESS_OF,
+                {"b_workflow": record.workflow_name, "b_foreign_id": record.foreign_id, "b_exclude": exclude},
+            ).scalar_one_or_none()
+
+    def lookup(self, run_id: str) -> Record:
+        """The run with ``run_id``; raises ``RecordNotFound``."""
+        with self._read() as conn:
+            row = conn.execute(_LOOKUP, {"b_run_id": run_id}).first()
+        if row is None:
+            raise RecordNotFound(run_id=run_id)
+        return _to_record(row)
+
+    def latest(self, workflow_name: str, foreign_id: str) -> Record:
+        """The newest run (by creation time, then run id) for the foreign id; raises ``RecordNotFound``."""
+        with self._read() as conn:
+            row = conn.execute(_LATEST, {"b_workflow": workflow_name, "b_foreign_id": foreign_id}).first()
+        if row is None:
+            raise RecordNotFound(workflow=workflow_name, foreign_id=foreign_id)
+        return _to_record(row)
+
+    def list_runs(
+        self,
+        workflow_name: str | None,
+        *,
+        status: int | None = None,
+        run_state: RunState | None = None,
+        foreign_id: str | None = None,
+        limit: int = 25,
+        offset: int = 0,
+        order: Order = "desc",
+    ) -> list[Record]:
+        """Runs matching every given filter, ordered by (created_at, run_id), one page of them."""
+        query = select(records)
+        if workflow_name is not None:
+            query = query.where(records.c.workflow_name == workflow_name)
+        if status is not None:
+            query = query.where(records.c.status == int(status))
+        if run_state is not None:
+            query = query.where(records.c.run_state == int(run_state))
+        if foreign_id is not None:
+            query = query.where(records.c.foreign_id == foreign_id)
+        if order == "desc":
+            query = query.order_by(records.c.created_at.desc(), records.c.run_id.desc())
+        else:
+            query = query.order_by(records.c.created_at.asc(), records.c.run_id.asc())
+        query = query.limit(limit).offset(offset)
+        with self._read() as conn:
+            return [_to_record(row) for row in conn.execute(query)]
+
+    def history(self, run_id: str) -> list[HistoryEntry]:
+        """Every stored version of the run, oldest first (empty for an unknown run)."""
+        with self._read() as conn:
+            rows = conn.execute(_HISTORY, {"b_run_id": run_id}).all()
+        return [
+            HistoryEntry(
+                run_id=row.run_id,
+                version=row.version,
+                status=row.status,
+                run_state=RunState(row.run_state),
+                object=row.object.encode("utf-8"),
+                reason=row.reason,
+                created_at=to_utc(row.created_at),
+            )
+            for row in rows
+        ]
+
+    # ------------------------------------------------------------------ outbox
+
+    def outbox(self, run_id: str | None = None) -> list[OutboxMessage]:
+        """Pending doorbells ordered by (created_at, id), of one run or of all."""
+        with self._read() as conn:
+            if run_id is None:
+                rows = conn.execute(_OUTBOX_ALL).all()
+            else:
+                rows = conn.execute(_OUTBOX_OF_RUN, {"b_run_id": run_id}).all()
+        return [_to_message(row) for row in rows]
+
+    def claim_due_outbox(
+        self,
+        now: datetime,
+        *,
+        limit: int,
+        redeliver_after: timedelta,
+        max_interval: timedelta,
+    ) -> list[OutboxMessage]:
+        """Claim up to ``limit`` doorbells due at ``now``, returned as they were before the claim.
+
+        Each claimed row is pushed to ``now + min(redeliver_after * 2**attempts,
+        max_interval)`` with one more attempt, so concurrent callers never
+        claim the same row in the same period.
+        """
+        if limit <= 0:
+            return []
+        now = to_utc(now)
+        if self._pg:
+            params = {
+                "now": now,
+                "limit": limit,
+                "redeliver_us": redeliver_after // timedelta(microseconds=1),
+                "max_us": max_interval // timedelta(microseconds=1),
+            }
+            with self._read() as conn:
+                return [_to_message(row) for row in conn.execute(_PG_CLAIM, params)]
+        with self._write() as conn:
+            claimed = [_to_message(row) for row in conn.execute(_SQ_CLAIM_SELECT, {"b_now": now, "b_limit": limit})]
+            if claimed:
+                conn.execute(
+                    _SQ_CLAIM_BUMP,
+                    [
+                        {
+                            "b_id": m.id,
+                            "b_due_at": now + _backoff(redeliver_after, max_interval, m.attempts),
+                            "b_attempts": m.attempts + 1,
+                        }
+                        for m in claimed
+                    ],
+                )
+        return claimed
+
+    def delete_outbox(self, message_ids: Sequence[str]) -> None:
+        """Delete the doorbells with these ids; unknown ids are ignored."""
+        if not message_ids:
+            return
+        if self._pg:
+            with self._read() as conn:
+                conn.execute(_PG_DELETE_OUTBOX, {"ids": list(message_ids)})
+            return
+        with self._write() as conn:
+            conn.execute(_SQ_DELETE_OUTBOX, {"b_ids": list(message_ids)})
+
+    # ------------------------------------------------------------------ errors
+
+    def record_error(self, run_id: str, status: int, error: ErrorInfo, retry: OutboxMessage | None) -> int:
+        """Count a failed attempt at ``status`` and upsert the ``retry`` doorbell; return the new count."""
+        params: dict[str, Any] = {
+            "run_id": run_id,
+            "status": int(status),
+            "count": 1,
+            "error_type": error.error_type,
+            "message": error.message,
+            "traceback": error.traceback,
+            "occurred_at": to_utc(error.occurred_at),
+        }
+        if self._pg:
+            params.update(_outbox_arrays([retry] if retry is not None else []))
+            with self._read() as conn:
+                return int(conn.execute(_PG_RECORD_ERROR, params).scalar_one())
+        with self._write() as conn:
+            count = int(conn.execute(_SQ_RECORD_ERROR, params).scalar_one())
+            if retry is not None:
+                conn.execute(_SQ_UPSERT_OUTBOX, [_outbox_params(retry)])
+        return count
+
+    def errors(self, run_id: str) -> list[StepErrors]:
+        """The run's error counters, by status."""
+        with self._read() as conn:
+            rows = conn.execute(_ERRORS, {"b_run_id": run_id}).all()
+        return [
+            StepErrors(
+                run_id=row.run_id,
+                status=row.status,
+                count=row._mapping["count"],  # ``Row.count`` is the tuple method
+                last_error=ErrorInfo(
+                    error_type=row.error_type,
+                    message=row.message,
+                    traceback=row.traceback,
+                    occurred_at=to_utc(row.occurred_at),
+                ),
+            )
+            for row in rows
+        ]
+
