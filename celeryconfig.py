@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 
 broker_url = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
-workflow_database_url = os.environ.get(
-    "WORKFLOW_CELERY_DATABASE_URL", "postgresql+psycopg://127.0.0.1:5432/postgres"
-)
+workflow_database_url = os.environ.get("WORKFLOW_CELERY_DATABASE_URL", "postgresql+psycopg://127.0.0.1:5432/postgres")
 
 # Messages carry ids only, as JSON; nothing is ever pickled.
 task_serializer = "json"

@@ -68,9 +68,7 @@ class Builder(Generic[T, S]):
     def _status_value(self, status: Any, role: str) -> int:
         status_type = self._definition.status_type
         if not isinstance(status, status_type):
-            raise ConfigurationError(
-                f"{role} {status!r} is not a member of {status_type.__name__}", workflow=self.name
-            )
+            raise ConfigurationError(f"{role} {status!r} is not a member of {status_type.__name__}", workflow=self.name)
         if int(status) <= 0:
             raise ConfigurationError(
                 f"{role} {status.name}={int(status)} is reserved: 0 and negative values cannot be part of the graph",
@@ -133,11 +131,17 @@ class Builder(Generic[T, S]):
         """Register a hook run when a run is paused, by hand or after errors (usable as a decorator)."""
         return self._add_hook("paused", fn)
 
+    def on_data_deleted(self, fn: F) -> F:
+        """Register a hook run once a run's data has been deleted (usable as a decorator)."""
+        return self._add_hook("data_deleted", fn)
+
     def _check_open(self) -> None:
         if self._built:
             raise ConfigurationError("the builder was already built; create a new Builder", workflow=self.name)
 
-    def build(self, app: Any, store: RecordStore | str, *, clock: Clock | None = None, **options: Any) -> Workflow[T, S]:
+    def build(
+        self, app: Any, store: RecordStore | str, *, clock: Clock | None = None, **options: Any
+    ) -> Workflow[T, S]:
         """Bind the workflow to a Celery app (or an in-process broker) and a store.
 
         Registers one Celery task and queue per status with a step
@@ -148,11 +152,13 @@ class Builder(Generic[T, S]):
         """
         self._check_open()
         definition = self._definition
+        if options.get("metrics") is None:
+            from .metrics import PrometheusMetrics
+
+            options["metrics"] = PrometheusMetrics()
         opts = WorkflowOptions.from_kwargs(self.name, options)
         if not definition.steps:
-            raise ConfigurationError(
-                "the workflow has no starting point: add at least one step", workflow=self.name
-            )
+            raise ConfigurationError("the workflow has no starting point: add at least one step", workflow=self.name)
         if not definition.graph.starting_nodes():
             raise ConfigurationError(
                 "the workflow has no starting point: every status with a step is also a destination "
@@ -166,7 +172,9 @@ class Builder(Generic[T, S]):
 
             store = SQLStore(store)
         if not isinstance(store, RecordStore):
-            raise ConfigurationError(f"store {store!r} does not implement the record store protocol", workflow=self.name)
+            raise ConfigurationError(
+                f"store {store!r} does not implement the record store protocol", workflow=self.name
+            )
         from .dispatch import attach
 
         self._built = True

@@ -21,6 +21,8 @@ from typing import Any
 from .core.definition import Definition
 from .core.engine import Outcome
 from .core.errors import ConfigurationError
+from .core.hooks import HookOutcome
+from .core.maintenance import Maintenance
 from .core.options import WorkflowOptions
 from .core.ports import Clock, OutboxMessage, RecordStore
 from .core.workflow import Workflow
@@ -46,11 +48,11 @@ class InProcessBroker:
     def __init__(self, *, drop: Callable[[Delivery], bool] | None = None) -> None:
         self._queue: queue.Queue[Delivery] = queue.Queue()
         self._workflows: dict[str, Workflow[Any, Any]] = {}
-        self._handlers: dict[str, Callable[[dict[str, Any]], Outcome]] = {}
+        self._handlers: dict[str, Callable[[Any], Outcome | HookOutcome]] = {}
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._drop = drop
-        self.outcomes: list[tuple[str, Outcome]] = []
+        self.outcomes: list[tuple[str, Outcome | HookOutcome]] = []
         self._outcomes_lock = threading.Lock()
         self.published = 0
 
@@ -79,6 +81,10 @@ class InProcessBroker:
         self._workflows[definition.name] = wf
         for status, queue_name in definition.step_queues().items():
             self._handlers[queue_name] = _step_handler(wf, status)
+        self._handlers[definition.delete_queue()] = wf.handle_delete
+        for event, fns in definition.hooks.items():
+            if fns:
+                self._handlers[definition.hook_queue_for(event)] = _hook_handler(wf, event)
         return wf
 
     @property
@@ -168,16 +174,18 @@ class InProcessBroker:
             self._deliver(delivery)
 
     def _relay_loop(self) -> None:
-        interval = min((wf.options.relay_interval.total_seconds() for wf in self._workflows.values()), default=1.0)
-        while not self._stop.wait(interval):
-            try:
-                self.relay()
-            except Exception:
-                log.exception("outbox relay failed")
+        Maintenance(list(self._workflows.values())).run(self._stop)
 
 
-def _step_handler(wf: Workflow[Any, Any], status: int) -> Callable[[dict[str, Any]], Outcome]:
-    def handle(body: dict[str, Any]) -> Outcome:
+def _step_handler(wf: Workflow[Any, Any], status: int) -> Callable[[Any], Outcome]:
+    def handle(body: Any) -> Outcome:
         return wf.handle_step(status, body)
+
+    return handle
+
+
+def _hook_handler(wf: Workflow[Any, Any], event: str) -> Callable[[Any], HookOutcome]:
+    def handle(body: Any) -> HookOutcome:
+        return wf.handle_hook(event, body)
 
     return handle

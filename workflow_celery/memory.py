@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from .core.errors import RecordNotFound, WorkflowInProgress
-from .core.ports import ErrorInfo, Order, OutboxMessage, StepErrors
+from .core.ports import ErrorInfo, HookErrors, Order, OutboxMessage, StepErrors
 from .core.record import HistoryEntry, Record
 from .core.run_state import RunState
 
@@ -23,6 +23,7 @@ class MemoryStore:
         self._history: dict[str, list[HistoryEntry]] = {}
         self._outbox: dict[str, OutboxMessage] = {}
         self._errors: dict[tuple[str, int], StepErrors] = {}
+        self._hook_errors: dict[str, HookErrors] = {}
 
     def create_schema(self) -> None:
         return None
@@ -60,7 +61,14 @@ class MemoryStore:
             for msg in outbox:
                 self._outbox[msg.id] = msg
 
-    def update_run(self, record: Record, expected_version: int, outbox: Sequence[OutboxMessage]) -> bool:
+    def update_run(
+        self,
+        record: Record,
+        expected_version: int,
+        outbox: Sequence[OutboxMessage],
+        *,
+        reset_errors: bool = False,
+    ) -> bool:
         with self._lock:
             current = self._records.get(record.run_id)
             if current is None or current.meta.version != expected_version:
@@ -78,13 +86,42 @@ class MemoryStore:
                         )
             self._records[record.run_id] = record
             self._append_history(record)
-            for key in [k for k, m in self._outbox.items() if m.run_id == record.run_id and m.kind == "step"]:
-                del self._outbox[key]
+            for mid in [k for k, m in self._outbox.items() if m.run_id == record.run_id and m.kind == "step"]:
+                del self._outbox[mid]
             for key in [k for k in self._errors if k[0] == record.run_id and k[1] != record.status]:
                 del self._errors[key]
+            if reset_errors:
+                for key in [k for k in self._errors if k[0] == record.run_id]:
+                    self._errors[key] = replace(self._errors[key], count=0)
             for msg in outbox:
                 self._outbox[msg.id] = msg
             return True
+
+    def scrub_history(self, run_id: str, obj: bytes) -> None:
+        with self._lock:
+            self._history[run_id] = [replace(h, object=obj) for h in self._history.get(run_id, [])]
+
+    def insert_outbox(self, messages: Sequence[OutboxMessage]) -> None:
+        with self._lock:
+            for msg in messages:
+                self._outbox.setdefault(msg.id, msg)
+
+    def stranded_runs(
+        self, workflow_name: str, statuses: Sequence[int], updated_before: datetime, limit: int
+    ) -> list[Record]:
+        with self._lock:
+            rung = {m.run_id for m in self._outbox.values() if m.kind == "step"}
+            found = [
+                r
+                for r in (self._records[i] for i in self._order)
+                if r.workflow_name == workflow_name
+                and r.run_state in (RunState.INITIATED, RunState.RUNNING)
+                and r.status in statuses
+                and r.updated_at < updated_before
+                and r.run_id not in rung
+            ]
+            found.sort(key=lambda r: (r.created_at, r.run_id))
+            return found[:limit]
 
     def lookup(self, run_id: str) -> Record:
         with self._lock:
@@ -95,10 +132,11 @@ class MemoryStore:
 
     def latest(self, workflow_name: str, foreign_id: str) -> Record:
         with self._lock:
-            for run_id in reversed(self._order):
-                rec = self._records[run_id]
-                if rec.workflow_name == workflow_name and rec.foreign_id == foreign_id:
-                    return rec
+            mine = [
+                r for r in self._records.values() if r.workflow_name == workflow_name and r.foreign_id == foreign_id
+            ]
+        if mine:
+            return max(mine, key=lambda r: (r.created_at, r.run_id))
         raise RecordNotFound(workflow=workflow_name, foreign_id=foreign_id)
 
     def list_runs(
@@ -141,7 +179,8 @@ class MemoryStore:
             due = sorted((m for m in self._outbox.values() if m.due_at <= now), key=lambda m: (m.due_at, m.id))
             claimed = due[:limit]
             for msg in claimed:
-                wait = min(redeliver_after * (2**msg.attempts), max_interval)
+                # Cap the exponent first: a row never answered must not overflow timedelta.
+                wait = min(redeliver_after * (2 ** min(msg.attempts, 32)), max_interval)
                 self._outbox[msg.id] = replace(msg, due_at=now + wait, attempts=msg.attempts + 1)
             return claimed
 
@@ -163,3 +202,19 @@ class MemoryStore:
     def errors(self, run_id: str) -> list[StepErrors]:
         with self._lock:
             return sorted((e for k, e in self._errors.items() if k[0] == run_id), key=lambda e: e.status)
+
+    def record_hook_error(self, message: OutboxMessage, hook: str, error: ErrorInfo, retry_at: datetime) -> int:
+        with self._lock:
+            previous = self._hook_errors.get(message.id)
+            count = (previous.count if previous else 0) + 1
+            self._hook_errors[message.id] = HookErrors(
+                message_id=message.id, run_id=message.run_id, hook=hook, count=count, last_error=error
+            )
+            current = self._outbox.get(message.id)
+            if current is not None:
+                self._outbox[message.id] = replace(current, due_at=retry_at)
+            return count
+
+    def hook_errors(self, run_id: str) -> list[HookErrors]:
+        with self._lock:
+            return sorted((e for e in self._hook_errors.values() if e.run_id == run_id), key=lambda e: e.message_id)

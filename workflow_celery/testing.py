@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from .builder import Builder
@@ -32,7 +32,7 @@ class FakeClock:
     """A clock that only moves when told to; pass it to ``build(..., clock=clock)``."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2025, 1, 1, tzinfo=timezone.utc)
+        self._now = start or datetime(2025, 1, 1, tzinfo=UTC)
         if self._now.tzinfo is None:
             raise ValueError("FakeClock needs an aware datetime")
         self._lock = threading.Lock()

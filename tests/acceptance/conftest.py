@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -82,10 +83,8 @@ class Worker:
         """SIGKILL the main process and every pool child: nothing gets to clean up."""
         pids = [self.proc.pid, *self.children()]
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.proc.wait(10)
 
     def stop(self) -> None:
@@ -98,13 +97,19 @@ class Worker:
 
 
 @pytest.fixture
-def start_worker(
-    tmp_path: Path, broker_url: str, pg_database: str
-) -> Iterator[Callable[..., Worker]]:
+def start_worker(tmp_path: Path, broker_url: str, pg_database: str) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
-    def start(app: str, queues: str, *, concurrency: int = 2, pool: str = "prefork", env: dict[str, str] | None = None,
-              wait: bool = True, name: str | None = None) -> Worker:
+    def start(
+        app: str,
+        queues: str,
+        *,
+        concurrency: int = 2,
+        pool: str = "prefork",
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        name: str | None = None,
+    ) -> Worker:
         node = name or f"w{len(workers)}-{uuid.uuid4().hex[:4]}"
         log = tmp_path / f"{node}.log"
         full_env = {
@@ -114,11 +119,30 @@ def start_worker(
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
-        cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues, "-c", str(concurrency),
-               "--pool", pool, "-n", f"{node}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            app,
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            str(concurrency),
+            "--pool",
+            pool,
+            "-n",
+            f"{node}@%h",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ]
         with log.open("wb") as fh:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=fh, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=full_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            )
         worker = Worker(proc, log)
         workers.append(worker)
         if wait:

@@ -1,6 +1,6 @@
 """A workflow whose first step can be made slow, to kill a worker in the middle of it.
 
-    celery -A tests.acceptance.killapp worker -Q 'slow-steps.*'
+celery -A tests.acceptance.killapp worker -Q 'slow-steps.*'
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 from celery import Celery
 
 import celeryconfig
-
 from workflow_celery import Builder, Run, SQLStore
 
 

@@ -16,14 +16,30 @@ from workflow_celery import Builder, ConfigurationError, InProcessBroker, Memory
 
 def test_public_names_are_pinned() -> None:
     assert workflow_celery.__all__ == sorted(workflow_celery.__all__)
-    for name in ["Builder", "Run", "TypedRecord", "SQLStore", "RunState", "WorkflowError", "ConfigurationError",
-                 "WorkflowInProgress", "RecordNotFound", "InvalidTransition", "InvalidRunStateTransition",
-                 "AwaitTimeout"]:
+    for name in [
+        "Builder",
+        "Run",
+        "TypedRecord",
+        "SQLStore",
+        "RunState",
+        "WorkflowError",
+        "ConfigurationError",
+        "WorkflowInProgress",
+        "RecordNotFound",
+        "InvalidTransition",
+        "InvalidRunStateTransition",
+        "AwaitTimeout",
+    ]:
         assert name in workflow_celery.__all__
         assert getattr(workflow_celery, name)
-    for cls in [workflow_celery.ConfigurationError, workflow_celery.WorkflowInProgress,
-                workflow_celery.RecordNotFound, workflow_celery.InvalidTransition,
-                workflow_celery.InvalidRunStateTransition, workflow_celery.AwaitTimeout]:
+    for cls in [
+        workflow_celery.ConfigurationError,
+        workflow_celery.WorkflowInProgress,
+        workflow_celery.RecordNotFound,
+        workflow_celery.InvalidTransition,
+        workflow_celery.InvalidRunStateTransition,
+        workflow_celery.AwaitTimeout,
+    ]:
         assert issubclass(cls, workflow_celery.WorkflowError)
     assert issubclass(workflow_celery.AwaitTimeout, TimeoutError)
 
@@ -37,13 +53,21 @@ def test_core_imports_neither_celery_nor_sqlalchemy() -> None:
     )
     # Importing workflow_celery.core runs workflow_celery/__init__, so check the modules directly instead.
     probe = subprocess.run(
-        [sys.executable, "-c", code.replace("import sys, importlib, pkgutil, workflow_celery.core as core",
-                                            "import sys, importlib, pkgutil, types, pathlib\n"
-                                            "pkg = types.ModuleType('workflow_celery'); "
-                                            "pkg.__path__ = [str(pathlib.Path('workflow_celery').resolve())]; "
-                                            "sys.modules['workflow_celery'] = pkg\n"
-                                            "import workflow_celery.core as core")],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-c",
+            code.replace(
+                "import sys, importlib, pkgutil, workflow_celery.core as core",
+                "import sys, importlib, pkgutil, types, pathlib\n"
+                "pkg = types.ModuleType('workflow_celery'); "
+                "pkg.__path__ = [str(pathlib.Path('workflow_celery').resolve())]; "
+                "sys.modules['workflow_celery'] = pkg\n"
+                "import workflow_celery.core as core",
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert probe.returncode == 0, probe.stdout + probe.stderr
 
@@ -123,8 +147,14 @@ def test_hooks_register_and_decorate() -> None:
     b.on_cancel(notify)
     b.on_pause(notify)
     wf = b.build(InProcessBroker(), MemoryStore())
-    assert wf.queues() == ["chain.start", "chain.middle", "chain.hooks.completed", "chain.hooks.cancelled",
-                           "chain.hooks.paused"]
+    assert wf.queues() == [
+        "chain.start",
+        "chain.middle",
+        "chain.data-deletion",
+        "chain.hooks.completed",
+        "chain.hooks.cancelled",
+        "chain.hooks.paused",
+    ]
 
 
 @dataclass

@@ -93,7 +93,7 @@ def test_malformed_or_foreign_messages_are_dropped(body: object, caplog: pytest.
 
 
 def test_unknown_run_is_logged_and_dropped(caplog: pytest.LogCaptureFixture) -> None:
-    broker, store, wf = build()
+    broker, _store, _wf = build()
     broker.send("chain.start", {"workflow": "chain", "run_id": "nope", "status": 1, "version": 1})
     broker.drain()
     assert broker.outcomes == [("chain.start", Outcome.DROPPED_UNKNOWN_RUN)]
@@ -101,7 +101,7 @@ def test_unknown_run_is_logged_and_dropped(caplog: pytest.LogCaptureFixture) -> 
 
 
 def test_trigger_in_progress_is_refused_until_the_run_finishes() -> None:
-    broker, store, wf = build()
+    broker, _store, wf = build()
     first = wf.trigger("t-1")
     with pytest.raises(WorkflowInProgress) as err:
         wf.trigger("t-1")
@@ -113,7 +113,7 @@ def test_trigger_in_progress_is_refused_until_the_run_finishes() -> None:
 
 
 def test_concurrent_triggers_only_one_wins() -> None:
-    broker, store, wf = build()
+    _broker, _store, wf = build()
     results: list[str] = []
     errors: list[Exception] = []
     barrier = threading.Barrier(8)
@@ -134,7 +134,7 @@ def test_concurrent_triggers_only_one_wins() -> None:
 
 
 def test_start_at_unknown_status_is_a_configuration_error() -> None:
-    broker, store, wf = build()
+    _broker, store, wf = build()
     with pytest.raises(ConfigurationError) as err:
         wf.trigger("t-1", start_at=Status.UNKNOWN)
     assert "chain" in str(err.value) and "UNKNOWN" in str(err.value)
@@ -142,7 +142,7 @@ def test_start_at_unknown_status_is_a_configuration_error() -> None:
 
 
 def test_start_at_middle_status() -> None:
-    broker, store, wf = build()
+    broker, _store, wf = build()
     run_id = wf.trigger("t-1", start_at=Status.MIDDLE)
     broker.drain()
     assert wf.lookup(run_id).object.steps == ["middle"]
@@ -242,7 +242,7 @@ def test_async_steps_run_to_completion() -> None:
 
 
 def test_await_status_returns_for_a_status_already_passed() -> None:
-    broker, store, wf = build()
+    broker, _store, wf = build()
     run_id = wf.trigger("t-1", initial_value=Thing(name="n"))
     broker.drain()
     run = wf.await_status("t-1", run_id, Status.MIDDLE, timeout=1)
@@ -254,7 +254,7 @@ def test_await_status_returns_for_a_status_already_passed() -> None:
 def test_await_status_times_out_with_a_clear_error() -> None:
     from workflow_celery import AwaitTimeout
 
-    broker, store, wf = build()
+    _broker, _store, wf = build()
     run_id = wf.trigger("t-1")
     with pytest.raises(AwaitTimeout) as err:
         wf.await_status("t-1", run_id, Status.END, timeout=0.05)
@@ -263,13 +263,13 @@ def test_await_status_times_out_with_a_clear_error() -> None:
 
 
 def test_await_status_unknown_run() -> None:
-    broker, store, wf = build()
+    _broker, _store, wf = build()
     with pytest.raises(RecordNotFound):
         wf.await_status("t-1", "missing", Status.END, timeout=0.05)
 
 
 def test_lookup_latest_and_list() -> None:
-    broker, store, wf = build()
+    broker, _store, wf = build()
     ids = [wf.trigger(f"t-{i}") for i in range(5)]
     broker.drain()
     assert wf.lookup(ids[0]).foreign_id == "t-0"

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery import Celery, bootsteps, signals
 from celery.exceptions import ImproperlyConfigured
 
 from ..core.definition import Definition
+from ..core.engine import Outcome
 from ..core.errors import ConfigurationError
+from ..core.hooks import HookOutcome
+from ..core.maintenance import Maintenance
 from ..core.options import WorkflowOptions
 from ..core.ports import Clock, OutboxMessage, RecordStore
 from ..core.workflow import Workflow
@@ -70,21 +73,46 @@ def attach_to_celery(
         )
     reg = registry(app)
     if definition.name in reg:
-        raise ConfigurationError("a workflow with this name is already built on this Celery app", workflow=definition.name)
+        raise ConfigurationError(
+            "a workflow with this name is already built on this Celery app", workflow=definition.name
+        )
     wf: Workflow[Any, Any] = Workflow(definition, store, CeleryDispatcher(app), clock, options)
     for status, queue_name in definition.step_queues().items():
-        _register_step_task(app, wf, status, queue_name)
+        _register_task(
+            app, queue_name, f"Step {definition.status_name(status)} of workflow {wf.name}.", _step_runner(wf, status)
+        )
+    _register_task(app, definition.delete_queue(), f"Data deletion of workflow {wf.name}.", wf.handle_delete)
+    for event, fns in definition.hooks.items():
+        if fns:
+            _register_task(
+                app, definition.hook_queue_for(event), f"{event} hooks of workflow {wf.name}.", _hook_runner(wf, event)
+            )
     reg[definition.name] = wf
     return wf
 
 
-def _register_step_task(app: Celery, wf: Workflow[Any, Any], status: int, queue_name: str) -> None:
-    def step_task(*args: Any, **kwargs: Any) -> str:
-        body: Any = kwargs if not args else (args[0] if len(args) == 1 and not kwargs else list(args))
-        return wf.handle_step(status, body).value
+def _step_runner(wf: Workflow[Any, Any], status: int) -> Callable[[Any], Outcome]:
+    def run(body: Any) -> Outcome:
+        return wf.handle_step(status, body)
 
-    step_task.__name__ = queue_name.replace("-", "_").replace(".", "__")
-    step_task.__doc__ = f"Step {wf.definition.status_name(status)} of workflow {wf.name}."
+    return run
+
+
+def _hook_runner(wf: Workflow[Any, Any], event: str) -> Callable[[Any], HookOutcome]:
+    def run(body: Any) -> HookOutcome:
+        return wf.handle_hook(event, body)
+
+    return run
+
+
+def _register_task(app: Celery, queue_name: str, doc: str, handler: Callable[[Any], Outcome | HookOutcome]) -> None:
+    def task(*args: Any, **kwargs: Any) -> str:
+        # Our messages carry keyword arguments; anything else is handed over as is, to be rejected with a log line.
+        body: Any = kwargs if not args else (args[0] if len(args) == 1 and not kwargs else list(args))
+        return str(handler(body).value)
+
+    task.__name__ = queue_name.replace("-", "_").replace(".", "__")
+    task.__doc__ = doc
     app.task(
         name=queue_name,
         queue=queue_name,
@@ -93,7 +121,7 @@ def _register_step_task(app: Celery, wf: Workflow[Any, Any], status: int, queue_
         ignore_result=True,
         typing=False,
         serializer="json",
-    )(step_task)
+    )(task)
 
 
 # -- worker support ------------------------------------------------------------
@@ -103,11 +131,12 @@ def _install_worker_support(app: Celery) -> None:
     def on_celeryd_init(sender: Any = None, instance: Any = None, **_: Any) -> None:
         if instance is None or getattr(instance, "app", None) is not app:
             return
+        worker_app: Celery = instance.app
         original = instance.setup_queues
 
         def setup_queues(include: Any, exclude: Any = None) -> Any:
             known = all_queues(app)
-            queues = app.amqp.queues
+            queues = worker_app.amqp.queues
             for name in known:
                 # Declared exactly as a publisher's router creates them, so bindings match.
                 if name not in queues:
@@ -147,13 +176,8 @@ class RelayStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def start(self, worker: Any) -> None:
         workflows = list(registry(self._app).values())
-        if not workflows:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=_relay_loop, args=(workflows, self._stop), name="workflow-celery-relay", daemon=True
-        )
-        self._thread.start()
+        if workflows:
+            self._thread, self._stop = Maintenance(workflows).start_thread("workflow-celery-relay")
 
     def stop(self, worker: Any) -> None:
         self._stop.set()
@@ -161,18 +185,3 @@ class RelayStep(bootsteps.StartStopStep):  # type: ignore[misc]
             self._thread.join(timeout=5)
 
     shutdown = stop
-
-
-def _relay_loop(workflows: list[Workflow[Any, Any]], stop: threading.Event) -> None:
-    interval = min(wf.options.relay_interval.total_seconds() for wf in workflows)
-    by_store: dict[int, Workflow[Any, Any]] = {}
-    for wf in workflows:
-        by_store.setdefault(id(wf.store), wf)
-    while not stop.wait(interval):
-        for wf in by_store.values():
-            try:
-                sent = wf.relay_once()
-                if sent:
-                    log.info("workflow-celery relay published %d due message(s)", sent)
-            except Exception:
-                log.warning("workflow-celery relay failed; retrying in %.1fs", interval, exc_info=True)

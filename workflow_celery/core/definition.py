@@ -52,8 +52,13 @@ class Definition(Generic[T, S]):
         """``{workflow}.{status}``: the queue (and Celery task name) of a status' step."""
         return f"{self.name}.{status_slug(self.status_type(status))}"
 
+    def delete_queue(self) -> str:
+        """Where data-deletion requests are answered (a hyphen: no status slug can collide)."""
+        return f"{self.name}.data-deletion"
+
     def hook_queue_for(self, event: str) -> str:
-        return f"{self.name}.hooks.{event}"
+        """``{workflow}.hooks.{event}``; ``data_deleted`` is spelled ``data-deleted`` like every queue name."""
+        return f"{self.name}.hooks.{event.replace('_', '-')}"
 
     def step_queues(self) -> dict[int, str]:
         return {s: self.queue_for(s) for s in self.steps}
@@ -61,5 +66,6 @@ class Definition(Generic[T, S]):
     def queues(self) -> list[str]:
         """Every queue this workflow declares, in a stable order."""
         names = [self.queue_for(s) for s in self.steps]
+        names.append(self.delete_queue())
         names += [self.hook_queue_for(e) for e in HOOK_EVENTS if self.hooks.get(e)]
         return names

@@ -11,14 +11,15 @@ import enum
 import logging
 import random
 import traceback
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from .codec import ObjectCodec
 from .definition import Definition, StepSpec
 from .errors import InvalidTransition, RecordNotFound, SerializationError, WorkflowError
+from .hooks import HookOutcome, HookRunner, NoMetrics, hook_doorbells
+from .messages import Action, Doorbells, Message, doorbell, parse_message
 from .options import WorkflowOptions
 from .ports import Clock, Dispatcher, ErrorInfo, OutboxMessage, RecordStore
 from .record import Meta, Record
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 MAX_ERROR_MESSAGE = 2000
 TRACEBACK_HEAD_LINES = 30
 PAUSE_REASON_MAX_ERRORS = "max error retry threshold hit"
+DELETED_PLACEHOLDER = b'{"result":"deleted"}'
 
 
 class Outcome(enum.Enum):
@@ -44,6 +46,8 @@ class Outcome(enum.Enum):
     SKIPPED = "skipped"
     PAUSED = "paused"
     CANCELLED = "cancelled"
+    RESUMED = "resumed"
+    DATA_DELETED = "data_deleted"
     RETRY_SCHEDULED = "retry_scheduled"
     PAUSED_AFTER_ERRORS = "paused_after_errors"
     DROPPED_STALE = "dropped_stale"
@@ -51,39 +55,6 @@ class Outcome(enum.Enum):
     DROPPED_UNKNOWN_RUN = "dropped_unknown_run"
     DROPPED_INVALID = "dropped_invalid"
     SUPERSEDED = "superseded"
-
-
-@dataclass(frozen=True, slots=True)
-class StepMessage:
-    workflow: str
-    run_id: str
-    status: int
-    version: int
-
-
-def parse_step_message(workflow: str, expected_status: int, body: Any) -> StepMessage:
-    """Validate a message body; raise ``InvalidTransition``-free ``WorkflowError`` naming what is wrong."""
-    if not isinstance(body, Mapping):
-        raise WorkflowError(f"malformed message: expected an object, got {type(body).__name__}", workflow=workflow)
-    run_id = body.get("run_id")
-    msg_workflow = body.get("workflow")
-    status = body.get("status")
-    version = body.get("version")
-    if msg_workflow != workflow:
-        raise WorkflowError(
-            f"foreign message: it names workflow {msg_workflow!r}", workflow=workflow, run_id=run_id
-        )
-    if not isinstance(run_id, str) or not run_id:
-        raise WorkflowError("malformed message: run_id missing", workflow=workflow)
-    if type(status) is not int or status != expected_status:
-        raise WorkflowError(
-            f"malformed message: status {status!r} does not match the queue's status {expected_status}",
-            workflow=workflow,
-            run_id=run_id,
-        )
-    if type(version) is not int or version < 1:
-        raise WorkflowError(f"malformed message: bad version {version!r}", workflow=workflow, run_id=run_id)
-    return StepMessage(workflow=workflow, run_id=run_id, status=status, version=version)
 
 
 class Engine(Generic[T, S]):
@@ -102,38 +73,54 @@ class Engine(Generic[T, S]):
         self.dispatcher = dispatcher
         self.clock = clock
         self.options = options
+        self.custom_delete: Callable[[T], T | None] | None = options.custom_delete
         self.codec: ObjectCodec[T] = ObjectCodec(definition.name, definition.object_type)
         self._queues = {s: definition.queue_for(s) for s in definition.steps}
+        self.hooks: HookRunner[T, S] = HookRunner(
+            definition,
+            store,
+            clock,
+            options,
+            lambda data, run_id: self.codec.decode(data, run_id=run_id),
+            options.metrics if options.metrics is not None else NoMetrics(),
+        )
 
     # -- doorbells ---------------------------------------------------------
 
     def step_doorbell(self, record: Record, now: datetime, *, due_at: datetime | None = None) -> OutboxMessage | None:
         """The message that makes a worker run the step at the record's status, if any."""
         queue = self._queues.get(record.status)
-        if queue is None or record.run_state.stopped or record.run_state.finished:
+        if queue is None or record.run_state not in (RunState.INITIATED, RunState.RUNNING):
             return None
-        return OutboxMessage(
-            id=f"{record.run_id}.{record.meta.version}",
-            workflow_name=self.definition.name,
-            run_id=record.run_id,
-            kind="step",
-            queue=queue,
-            task=queue,
-            body={
-                "workflow": self.definition.name,
-                "run_id": record.run_id,
-                "status": record.status,
-                "version": record.meta.version,
-            },
-            created_at=now,
-            due_at=due_at if due_at is not None else now + self.options.redeliver_after,
-        )
+        when = due_at if due_at is not None else now + self.options.redeliver_after
+        return doorbell(record, queue, now, action=Action.STEP, due_at=when)
 
-    def doorbells_for(self, record: Record, now: datetime) -> list[OutboxMessage]:
+    def doorbells_for(self, record: Record, now: datetime) -> Doorbells:
+        """Everything a write of ``record`` must ring, decided from the record alone."""
+        ring_now: list[OutboxMessage] = []
+        later: list[OutboxMessage] = []
         step = self.step_doorbell(record, now)
-        return [step] if step is not None else []
+        if step is not None:
+            ring_now.append(step)
+        queue = self._queues.get(record.status)
+        if record.run_state == RunState.PAUSED and queue is not None and self.options.auto_resume_after is not None:
+            later.append(
+                doorbell(record, queue, now, action=Action.RESUME, due_at=now + self.options.auto_resume_after)
+            )
+        if record.run_state == RunState.REQUESTED_DATA_DELETED:
+            ring_now.append(
+                doorbell(
+                    record,
+                    self.definition.delete_queue(),
+                    now,
+                    action=Action.DELETE,
+                    due_at=now + self.options.redeliver_after,
+                )
+            )
+        ring_now.extend(hook_doorbells(self.definition, record, now, self.options.redeliver_after))
+        return Doorbells(now=ring_now, later=later)
 
-    def publish(self, messages: Sequence[OutboxMessage]) -> None:
+    def publish(self, messages: list[OutboxMessage]) -> None:
         """Publish right after commit; a failure only delays the run until the relay rings again."""
         if not messages:
             return
@@ -147,12 +134,12 @@ class Engine(Generic[T, S]):
                 extra={"workflow": self.definition.name, "run_ids": [m.run_id for m in messages]},
             )
 
-    def commit(self, new: Record, expected_version: int, now: datetime) -> bool:
+    def commit(self, new: Record, expected_version: int, now: datetime, *, reset_errors: bool = False) -> bool:
         """Compare-and-set ``new`` over ``expected_version``, then ring the next doorbells."""
-        outbox = self.doorbells_for(new, now)
-        if not self.store.update_run(new, expected_version, outbox):
+        bells = self.doorbells_for(new, now)
+        if not self.store.update_run(new, expected_version, bells.all, reset_errors=reset_errors):
             return False
-        self.publish(outbox)
+        self.publish(bells.now)
         return True
 
     # -- records -----------------------------------------------------------
@@ -198,16 +185,27 @@ class Engine(Generic[T, S]):
             meta=record.meta,
         )
 
-    # -- the step consumer -------------------------------------------------
+    def change_run_state(self, record: Record, target: RunState, reason: str, now: datetime) -> bool:
+        """Checked run-state change (pause, resume, cancel, delete request) as one compare-and-set."""
+        check_transition(
+            record.run_state, target, workflow=self.definition.name, run_id=record.run_id, foreign_id=record.foreign_id
+        )
+        new = self.next_record(record, run_state=target, reason=reason, now=now)
+        # A resumed run gets its full budget of attempts again.
+        return self.commit(new, record.meta.version, now, reset_errors=target == RunState.RUNNING)
 
-    def handle_step(self, status: int, body: Any) -> Outcome:
-        """Answer one doorbell for the step at ``status``. Never raises for bad input."""
+    # -- answering doorbells -------------------------------------------------
+
+    def _receive(self, queue: str, body: Any, expected_status: int | None) -> Message | Outcome:
         name = self.definition.name
         try:
-            msg = parse_step_message(name, status, body)
+            return parse_message(name, body, expected_status=expected_status)
         except WorkflowError as exc:
-            log.error("dropping message on %s: %s", self.definition.queue_for(status), exc, extra={"workflow": name})
+            log.error("dropping message on %s: %s", queue, exc, extra={"workflow": name})
             return Outcome.DROPPED_INVALID
+
+    def _load(self, msg: Message) -> Record | Outcome:
+        name = self.definition.name
         try:
             record = self.store.lookup(msg.run_id)
         except RecordNotFound:
@@ -215,7 +213,7 @@ class Engine(Generic[T, S]):
                 "dropping message for unknown run %s of workflow %s at status %s",
                 msg.run_id,
                 name,
-                self.definition.status_name(status),
+                self.definition.status_name(msg.status),
                 extra={"workflow": name, "run_id": msg.run_id},
             )
             return Outcome.DROPPED_UNKNOWN_RUN
@@ -228,18 +226,33 @@ class Engine(Generic[T, S]):
                 extra={"workflow": name, "run_id": msg.run_id},
             )
             return Outcome.DROPPED_INVALID
-        if record.meta.version != msg.version or record.status != status:
+        if record.meta.version != msg.version or record.status != msg.status:
             log.debug(
                 "dropping stale message for run %s: message v%d at %s, record v%d at %s",
                 msg.run_id,
                 msg.version,
-                self.definition.status_name(status),
+                self.definition.status_name(msg.status),
                 record.meta.version,
                 self.definition.status_name(record.status),
                 extra={"workflow": name, "run_id": msg.run_id},
             )
             return Outcome.DROPPED_STALE
-        if record.run_state.stopped or record.run_state.finished:
+        return record
+
+    def handle_step(self, status: int, body: Any) -> Outcome:
+        """Answer one doorbell on the queue of the step at ``status``. Never raises for bad input."""
+        msg = self._receive(self.definition.queue_for(status), body, status)
+        if isinstance(msg, Outcome):
+            return msg
+        if msg.action is Action.DELETE:
+            log.error("dropping delete request on a step queue", extra={"workflow": self.definition.name})
+            return Outcome.DROPPED_INVALID
+        record = self._load(msg)
+        if isinstance(record, Outcome):
+            return record
+        if msg.action is Action.RESUME:
+            return self._auto_resume(record)
+        if record.run_state not in (RunState.INITIATED, RunState.RUNNING):
             log.debug("dropping message for stopped run %s (%s)", msg.run_id, record.run_state.name)
             return Outcome.DROPPED_STOPPED
         spec = self.definition.steps[status]
@@ -248,15 +261,63 @@ class Engine(Generic[T, S]):
         except SerializationError as exc:
             return self._fail(spec, record, exc)
 
+    def handle_hook(self, event: str, body: Any) -> HookOutcome:
+        """Answer one doorbell on ``{workflow}.hooks.{event}``: run that one hook."""
+        return self.hooks.handle(event, body)
+
+    def handle_delete(self, body: Any) -> Outcome:
+        """Answer a data-deletion request: scrub the object and its copies in history."""
+        msg = self._receive(self.definition.delete_queue(), body, None)
+        if isinstance(msg, Outcome):
+            return msg
+        record = self._load(msg)
+        if isinstance(record, Outcome):
+            return record
+        if record.run_state != RunState.REQUESTED_DATA_DELETED:
+            return Outcome.DROPPED_STOPPED
+        replacement = self._deleted_object(record)
+        # Scrubbing history first is safe to repeat: if the commit below loses, the request is rung again.
+        self.store.scrub_history(record.run_id, replacement)
+        now = self.clock.now()
+        new = self.next_record(record, run_state=RunState.DATA_DELETED, obj=replacement, now=now)
+        if not self.commit(new, record.meta.version, now):
+            return self._superseded(record)
+        log.info("deleted the data of run %s of workflow %s", record.run_id, self.definition.name)
+        return Outcome.DATA_DELETED
+
+    def _deleted_object(self, record: Record) -> bytes:
+        if self.custom_delete is not None:
+            obj = self.codec.decode(record.object, run_id=record.run_id)
+            result = self.custom_delete(obj)
+            return self.codec.encode(obj if result is None else result, run_id=record.run_id)
+        try:
+            return self.codec.encode(self.codec.default(), run_id=record.run_id)
+        except WorkflowError:
+            return DELETED_PLACEHOLDER
+
+    def _auto_resume(self, record: Record) -> Outcome:
+        if record.run_state != RunState.PAUSED:
+            return Outcome.DROPPED_STALE
+        if not self.change_run_state(record, RunState.RUNNING, "", self.clock.now()):
+            return self._superseded(record)
+        log.info(
+            "run %s of workflow %s resumed automatically after %s paused",
+            record.run_id,
+            self.definition.name,
+            self.options.auto_resume_after,
+            extra={"workflow": self.definition.name, "run_id": record.run_id},
+        )
+        return Outcome.RESUMED
+
     def _run_step(self, spec: StepSpec, record: Record) -> Outcome:
         run = self.to_run(record)
         if run.run_state == RunState.INITIATED:
-            # Like the original: a step sees its run as running, so run.cancel() works on the first step.
+            # As in the original: a step sees its run as running, so run.cancel() works on the first step.
             run.run_state = RunState.RUNNING
         try:
             result = spec.fn(run)
             if spec.is_async or asyncio.iscoroutine(result):
-                result = _run_coroutine(result)
+                result = asyncio.run(result)
         except Exception as exc:
             return self._fail(spec, record, exc)
         now = self.clock.now()
@@ -264,7 +325,7 @@ class Engine(Generic[T, S]):
             return self._apply_directive(spec, record, run, result, now)
         dest = _as_status(result)
         if dest is None or dest not in spec.destinations:
-            exc = InvalidTransition(
+            invalid = InvalidTransition(
                 f"step returned {self._describe(result)}, which is not an allowed destination of "
                 f"{self.definition.status_name(spec.status)} (allowed: "
                 f"{', '.join(self.definition.status_name(d) for d in spec.destinations)})",
@@ -272,8 +333,7 @@ class Engine(Generic[T, S]):
                 foreign_id=record.foreign_id,
                 run_id=record.run_id,
             )
-            log.error("%s", exc, extra={"workflow": self.definition.name, "run_id": record.run_id})
-            return self._fail(spec, record, exc)
+            return self._fail(spec, record, invalid)
         obj = self.codec.encode(run.object, run_id=record.run_id, foreign_id=record.foreign_id)
         terminal = self.definition.graph.is_terminal(dest)
         new = self.next_record(
@@ -324,7 +384,7 @@ class Engine(Generic[T, S]):
         """``err_backoff * 2**(attempt-1)``, capped, with jitter that keeps delays growing."""
         base = spec.options.err_backoff or self.options.err_backoff
         cap = spec.options.max_backoff or self.options.max_backoff
-        delay = min(base * (2 ** max(attempt - 1, 0)), cap)
+        delay = min(base * (1 << min(max(attempt - 1, 0), 32)), cap)
         return delay * random.uniform(0.75, 1.0)
 
     def pause_after(self, spec: StepSpec) -> int:
@@ -342,22 +402,24 @@ class Engine(Generic[T, S]):
         previous = next((e.count for e in self.store.errors(record.run_id) if e.status == record.status), 0)
         attempt = previous + 1
         limit = self.pause_after(spec)
+        extra = {"workflow": self.definition.name, "run_id": record.run_id, "attempt": attempt}
         if limit and attempt >= limit:
             self.store.record_error(record.run_id, record.status, info, None)
-            reason = f"{PAUSE_REASON_MAX_ERRORS}: {info.error_type.rsplit('.', 1)[-1]}: {info.message}"
+            reason = f"{PAUSE_REASON_MAX_ERRORS}: {type(exc).__name__}: {info.message}"
             current = RunState.RUNNING if record.run_state == RunState.INITIATED else record.run_state
             check_transition(current, RunState.PAUSED, workflow=self.definition.name, run_id=record.run_id)
             new = self.next_record(record, run_state=RunState.PAUSED, reason=reason, now=now)
             if not self.commit(new, record.meta.version, now):
                 return self._superseded(record)
             log.warning(
-                "run %s of workflow %s paused at %s after %d failed attempts: %s",
+                "run %s of workflow %s paused at %s after %d failed attempts: %s: %s",
                 record.run_id,
                 self.definition.name,
                 self.definition.status_name(record.status),
                 attempt,
+                info.error_type,
                 info.message,
-                extra={"workflow": self.definition.name, "run_id": record.run_id},
+                extra=extra,
             )
             return Outcome.PAUSED_AFTER_ERRORS
         delay = self.backoff(spec, attempt)
@@ -372,23 +434,16 @@ class Engine(Generic[T, S]):
             delay.total_seconds(),
             info.error_type,
             info.message,
-            extra={"workflow": self.definition.name, "run_id": record.run_id, "attempt": attempt},
+            extra=extra,
         )
         return Outcome.RETRY_SCHEDULED
 
     def _describe(self, value: object) -> str:
         dest = _as_status(value)
-        if dest is not None:
-            return self.definition.status_name(dest)
-        return repr(value)
+        return self.definition.status_name(dest) if dest is not None else repr(value)
 
 
 def _as_status(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return None
     return int(value)
-
-
-def _run_coroutine(result: Any) -> Any:
-    """Run an ``async def`` step to completion on this thread's own event loop."""
-    return asyncio.run(result)

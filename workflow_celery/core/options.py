@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import Any
@@ -16,6 +16,8 @@ DEFAULT_REDELIVER_AFTER = timedelta(seconds=30)
 DEFAULT_MAX_REDELIVER_INTERVAL = timedelta(minutes=10)
 DEFAULT_RELAY_INTERVAL = timedelta(seconds=1)
 DEFAULT_AUTO_RESUME_AFTER = timedelta(hours=1)
+DEFAULT_HOOK_ERR_BACKOFF = timedelta(seconds=1)
+DEFAULT_HOOK_MAX_BACKOFF = timedelta(minutes=5)
 
 
 def _check_positive(name: str, value: timedelta | None, workflow: str) -> None:
@@ -67,6 +69,14 @@ class WorkflowOptions:
     max_redeliver_interval: timedelta = DEFAULT_MAX_REDELIVER_INTERVAL
     relay_interval: timedelta = DEFAULT_RELAY_INTERVAL
     auto_resume_after: timedelta | None = DEFAULT_AUTO_RESUME_AFTER
+    """Paused runs are resumed after this long; ``None`` keeps them paused until resumed by hand."""
+    hook_err_backoff: timedelta = DEFAULT_HOOK_ERR_BACKOFF
+    """Base of the exponential backoff between attempts of a failing hook."""
+    hook_max_backoff: timedelta = DEFAULT_HOOK_MAX_BACKOFF
+    metrics: Any = None
+    """Receives hook execution metrics; default: Prometheus (``workflow_celery.metrics``)."""
+    custom_delete: Callable[[Any], Any] | None = None
+    """``fn(obj) -> obj`` scrubbing personal data on ``delete_data`` (default: the type's default value)."""
 
     @classmethod
     def from_kwargs(cls, workflow: str, kwargs: Mapping[str, Any]) -> WorkflowOptions:
@@ -78,12 +88,24 @@ class WorkflowOptions:
                 workflow=workflow,
             )
         opts = cls(**kwargs)
-        for name in ("err_backoff", "max_backoff", "redeliver_after", "max_redeliver_interval", "relay_interval"):
+        for name in (
+            "err_backoff",
+            "max_backoff",
+            "redeliver_after",
+            "max_redeliver_interval",
+            "relay_interval",
+            "hook_err_backoff",
+            "hook_max_backoff",
+        ):
             value = getattr(opts, name)
             if not isinstance(value, timedelta):
                 raise ConfigurationError(f"option {name} must be a timedelta, got {value!r}", workflow=workflow)
             _check_positive(name, value, workflow)
+        if opts.auto_resume_after is not None and not isinstance(opts.auto_resume_after, timedelta):
+            raise ConfigurationError("option auto_resume_after must be a timedelta or None", workflow=workflow)
         _check_positive("auto_resume_after", opts.auto_resume_after, workflow)
+        if opts.custom_delete is not None and not callable(opts.custom_delete):
+            raise ConfigurationError("option custom_delete must be callable", workflow=workflow)
         if opts.pause_after_err_count < 0:
             raise ConfigurationError("option pause_after_err_count must be >= 0", workflow=workflow)
         return opts

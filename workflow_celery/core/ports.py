@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from .record import HistoryEntry, Record
@@ -63,6 +63,17 @@ class StepErrors:
     last_error: ErrorInfo
 
 
+@dataclass(frozen=True, slots=True)
+class HookErrors:
+    """The failures of one hook execution (one hook, one run-state change of one run)."""
+
+    message_id: str
+    run_id: str
+    hook: str
+    count: int
+    last_error: ErrorInfo
+
+
 class Clock(Protocol):
     def now(self) -> datetime:
         """The current time, timezone-aware, in UTC."""
@@ -71,7 +82,7 @@ class Clock(Protocol):
 
 class SystemClock:
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 @runtime_checkable
@@ -90,14 +101,37 @@ class RecordStore(Protocol):
         """
         ...
 
-    def update_run(self, record: Record, expected_version: int, outbox: Sequence[OutboxMessage]) -> bool:
+    def update_run(
+        self,
+        record: Record,
+        expected_version: int,
+        outbox: Sequence[OutboxMessage],
+        *,
+        reset_errors: bool = False,
+    ) -> bool:
         """Compare-and-set: write ``record`` only if the stored version is ``expected_version``.
 
         In the same transaction: append a history row, delete the run's earlier
         step doorbells (they are superseded), delete error counters of other
-        statuses, insert ``outbox``. Returns False (writing nothing) on a version
-        mismatch or an unknown run.
+        statuses, insert ``outbox``. With ``reset_errors`` the remaining counters
+        go back to 0 (their last error is kept). Returns False (writing nothing)
+        on a version mismatch or an unknown run.
         """
+        ...
+
+    def scrub_history(self, run_id: str, obj: bytes) -> None:
+        """Replace the object in every history row of the run (data deletion)."""
+        ...
+
+    def insert_outbox(self, messages: Sequence[OutboxMessage]) -> None:
+        """Insert doorbells whose id is not present yet (idempotent)."""
+        ...
+
+    def stranded_runs(
+        self, workflow_name: str, statuses: Sequence[int], updated_before: datetime, limit: int
+    ) -> list[Record]:
+        """Initiated or running runs at one of ``statuses``, untouched since ``updated_before``,
+        that have no step doorbell at all: nothing would ever move them again. Oldest first."""
         ...
 
     def lookup(self, run_id: str) -> Record:
@@ -105,7 +139,7 @@ class RecordStore(Protocol):
         ...
 
     def latest(self, workflow_name: str, foreign_id: str) -> Record:
-        """The newest run for the foreign id. Raises ``RecordNotFound``."""
+        """The newest run for the foreign id, by (created_at, run_id). Raises ``RecordNotFound``."""
         ...
 
     def list_runs(
@@ -157,6 +191,18 @@ class RecordStore(Protocol):
         ...
 
     def errors(self, run_id: str) -> list[StepErrors]: ...
+
+    def record_hook_error(self, message: OutboxMessage, hook: str, error: ErrorInfo, retry_at: datetime) -> int:
+        """Count a failed hook execution and move its doorbell to ``retry_at``; return the new count.
+
+        The doorbell row is kept (it is deleted only when the hook succeeds), so
+        a failing hook is retried until it succeeds and is never dropped.
+        """
+        ...
+
+    def hook_errors(self, run_id: str) -> list[HookErrors]:
+        """Failure counters of the run's hook executions (kept after a later success)."""
+        ...
 
 
 class Dispatcher(Protocol):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
@@ -40,9 +40,6 @@ class Record:
     created_at: datetime
     updated_at: datetime
     meta: Meta
-
-    def evolve(self, **changes: object) -> Record:
-        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,12 +38,8 @@ class RunState(enum.IntEnum):
         return self.name.replace("_", " ").title()
 
 
-_FINISHED = frozenset(
-    {RunState.COMPLETED, RunState.CANCELLED, RunState.DATA_DELETED, RunState.REQUESTED_DATA_DELETED}
-)
-_STOPPED = frozenset(
-    {RunState.PAUSED, RunState.CANCELLED, RunState.DATA_DELETED, RunState.REQUESTED_DATA_DELETED}
-)
+_FINISHED = frozenset({RunState.COMPLETED, RunState.CANCELLED, RunState.DATA_DELETED, RunState.REQUESTED_DATA_DELETED})
+_STOPPED = frozenset({RunState.PAUSED, RunState.CANCELLED, RunState.DATA_DELETED, RunState.REQUESTED_DATA_DELETED})
 _IN_PROGRESS = frozenset({RunState.INITIATED, RunState.RUNNING, RunState.PAUSED})
 IN_PROGRESS_VALUES: tuple[int, ...] = tuple(sorted(int(s) for s in _IN_PROGRESS))
 

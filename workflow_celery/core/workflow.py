@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import builtins
 import enum
+import logging
 import sys
 import time
 import uuid
@@ -12,15 +14,18 @@ from typing import Any, Generic, Literal, TypeVar
 from .definition import Definition
 from .engine import Engine, Outcome
 from .errors import AwaitTimeout, ConfigurationError, RecordNotFound, WorkflowError
+from .hooks import HookOutcome
 from .options import WorkflowOptions
-from .ports import Clock, Dispatcher, RecordStore, StepErrors
+from .ports import Clock, Dispatcher, HookErrors, RecordStore, StepErrors
 from .record import HistoryEntry, Meta, Record, TypedRecord
 from .run import Run
-from .run_state import RunState, check_transition
+from .run_state import RunState
 from .visualise import mermaid
 
 T = TypeVar("T")
 S = TypeVar("S", bound=enum.IntEnum)
+
+log = logging.getLogger(__name__)
 
 AWAIT_MIN_POLL = 0.01
 AWAIT_MAX_POLL = 0.25
@@ -57,7 +62,7 @@ class Workflow(Generic[T, S]):
     def name(self) -> str:
         return self.definition.name
 
-    def queues(self) -> list[str]:
+    def queues(self) -> builtins.list[str]:
         """Every queue this workflow's workers consume (steps and hooks)."""
         return self.definition.queues()
 
@@ -96,9 +101,9 @@ class Workflow(Generic[T, S]):
             updated_at=now,
             meta=Meta(version=1, status_description=self.definition.status_name(int(start)), trace_origin=_caller()),
         )
-        outbox = self.engine.doorbells_for(record, now)
-        self.store.insert_run(record, outbox)
-        self.engine.publish(outbox)
+        bells = self.engine.doorbells_for(record, now)
+        self.store.insert_run(record, bells.all)
+        self.engine.publish(bells.now)
         return run_id
 
     # -- reading runs ------------------------------------------------------
@@ -138,7 +143,7 @@ class Workflow(Generic[T, S]):
         limit: int = 25,
         offset: int = 0,
         order: Literal["asc", "desc"] = "desc",
-    ) -> list[TypedRecord[T, S]]:
+    ) -> builtins.list[TypedRecord[T, S]]:
         """Runs of this workflow, newest first by default."""
         if order not in ("asc", "desc"):
             raise ValueError(f"order must be 'asc' or 'desc', got {order!r}")
@@ -153,12 +158,12 @@ class Workflow(Generic[T, S]):
         )
         return [self.typed(r) for r in records]
 
-    def history(self, run_id: str) -> list[HistoryEntry]:
+    def history(self, run_id: str) -> builtins.list[HistoryEntry]:
         """Every stored version of a run, oldest first."""
         self._own(self.store.lookup(run_id))
         return self.store.history(run_id)
 
-    def errors(self, run_id: str) -> list[StepErrors]:
+    def errors(self, run_id: str) -> builtins.list[StepErrors]:
         """The run's error counters (one per status that is failing)."""
         return self.store.errors(run_id)
 
@@ -177,7 +182,9 @@ class Workflow(Generic[T, S]):
             record = self._own(self.store.lookup(run_id))
             if record.foreign_id != foreign_id:
                 raise RecordNotFound(
-                    f"run belongs to foreign id {record.foreign_id!r}", workflow=self.name, run_id=run_id,
+                    f"run belongs to foreign id {record.foreign_id!r}",
+                    workflow=self.name,
+                    run_id=run_id,
                     foreign_id=foreign_id,
                 )
             for entry in self.store.history(run_id):
@@ -235,14 +242,20 @@ class Workflow(Generic[T, S]):
         """Cancel a run for good (a database state, never a Celery revoke)."""
         self._change_run_state(run_id, RunState.CANCELLED, reason)
 
-    def _change_run_state(self, run_id: str, target: RunState, reason: str) -> Record:
+    def delete_data(self, run_id: str, reason: str = "") -> None:
+        """Erase a finished run's object (right to be forgotten), history copies included.
+
+        Allowed on completed and cancelled runs (and again on deleted ones). The
+        run moves to ``REQUESTED_DATA_DELETED`` now and to ``DATA_DELETED`` once a
+        worker consuming ``{workflow}.data-deletion`` has scrubbed it.
+        """
+        self._change_run_state(run_id, RunState.REQUESTED_DATA_DELETED, reason)
+
+    def _change_run_state(self, run_id: str, target: RunState, reason: str) -> None:
         for _ in range(CAS_ATTEMPTS):
             record = self._own(self.store.lookup(run_id))
-            check_transition(record.run_state, target, workflow=self.name, run_id=run_id, foreign_id=record.foreign_id)
-            now = self.clock.now()
-            new = self.engine.next_record(record, run_state=target, reason=reason, now=now)
-            if self.engine.commit(new, record.meta.version, now):
-                return new
+            if self.engine.change_run_state(record, target, reason, self.clock.now()):
+                return
         raise WorkflowError(
             f"run kept changing; could not move it to {target.name} after {CAS_ATTEMPTS} attempts",
             workflow=self.name,
@@ -254,6 +267,35 @@ class Workflow(Generic[T, S]):
     def handle_step(self, status: int, body: Any) -> Outcome:
         """What a worker does with one message from a step queue."""
         return self.engine.handle_step(status, body)
+
+    def handle_hook(self, event: str, body: Any) -> HookOutcome:
+        """What a worker does with one message from a hook queue."""
+        return self.engine.handle_hook(event, body)
+
+    def hook_errors(self, run_id: str) -> builtins.list[HookErrors]:
+        """Failure counters of the run's hooks (kept after a later success)."""
+        return self.store.hook_errors(run_id)
+
+    def handle_delete(self, body: Any) -> Outcome:
+        """What a worker does with one message from the data-deletion queue."""
+        return self.engine.handle_delete(body)
+
+    def reconcile_once(self, now: datetime | None = None, *, limit: int = 500) -> int:
+        """Ring again runs that nothing would move: in progress, idle for ``redeliver_after``, no doorbell.
+
+        The outbox normally makes this impossible; this is the safety net for rows
+        removed by hand or lost with a restored backup. Safe to run in every worker.
+        """
+        now = now or self.clock.now()
+        stranded = self.store.stranded_runs(
+            self.name, list(self.definition.steps), now - self.options.redeliver_after, limit
+        )
+        bells = [b for r in stranded for b in self.engine.doorbells_for(r, now).now]
+        if bells:
+            self.store.insert_outbox(bells)
+            self.engine.publish(bells)
+            log.warning("re-enqueued %d stranded run(s) of workflow %s", len(stranded), self.name)
+        return len(stranded)
 
     def relay_once(self, now: datetime | None = None, *, limit: int = 500) -> int:
         """Publish doorbells that are due (lost, never published, or retries); return how many."""

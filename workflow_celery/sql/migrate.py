@@ -61,6 +61,8 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
     with _engine(engine_or_url) as engine, engine.connect() as conn:
         dialect = conn.dialect.name
         if dialect == "postgresql":
+            # Even on an autocommit engine: the lock and the DDL must share one transaction.
+            conn.execution_options(isolation_level="READ COMMITTED")
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
         elif dialect == "sqlite":
             conn.exec_driver_sql("BEGIN IMMEDIATE")

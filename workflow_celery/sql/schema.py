@@ -6,7 +6,7 @@ tables; ``tests/contract`` checks that the two never drift apart.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -61,10 +61,10 @@ class UTCDateTime(TypeDecorator[datetime]):
 def to_utc(value: datetime) -> datetime:
     """Aware UTC; a naive value is taken to be UTC already (that is how SQLite hands them back)."""
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    if value.tzinfo is timezone.utc:
+        return value.replace(tzinfo=UTC)
+    if value.tzinfo is UTC:
         return value
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 metadata = MetaData()
@@ -145,4 +145,20 @@ step_errors = Table(
     PrimaryKeyConstraint("run_id", "status", name="pk_workflow_step_errors"),
 )
 
-ALL_TABLES = (records, history, outbox, step_errors)
+hook_errors = Table(
+    "workflow_hook_errors",
+    metadata,
+    Column("message_id", String(OUTBOX_ID_LENGTH), nullable=False),
+    Column("run_id", String(RUN_ID_LENGTH), nullable=False),
+    Column("hook", Text, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("error_type", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("traceback", Text, nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("message_id", name="pk_workflow_hook_errors"),
+)
+
+Index("ix_workflow_hook_errors_run_id", hook_errors.c.run_id)
+
+ALL_TABLES = (records, history, outbox, step_errors, hook_errors)

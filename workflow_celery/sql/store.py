@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -31,6 +33,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exists,
     make_url,
     select,
     text,
@@ -41,11 +44,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from ..core.errors import ConfigurationError, RecordNotFound, SerializationError, WorkflowInProgress
-from ..core.ports import ErrorInfo, Order, OutboxKind, OutboxMessage, StepErrors
+from ..core.ports import ErrorInfo, HookErrors, Order, OutboxKind, OutboxMessage, StepErrors
 from ..core.record import HistoryEntry, Meta, Record
 from ..core.run_state import IN_PROGRESS_VALUES, RunState
 from . import migrate
-from .schema import IN_PROGRESS_INDEX, RECORDS_PK, UTCDateTime, history, outbox, records, step_errors, to_utc
+from .schema import (
+    IN_PROGRESS_INDEX,
+    RECORDS_PK,
+    UTCDateTime,
+    history,
+    hook_errors,
+    outbox,
+    records,
+    step_errors,
+    to_utc,
+)
 
 __all__ = ["SQLStore", "make_engine"]
 
@@ -91,9 +104,27 @@ def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
         try:
             cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
             if wal:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _enable_wal(cursor)
         finally:
             cursor.close()
+
+
+def _enable_wal(cursor: Any) -> None:
+    # WAL is a property of the file: once set it stays. Switching needs an
+    # exclusive lock, and SQLite reports "database is locked" at once (without
+    # consulting the busy timeout) when another connection holds any lock, as
+    # happens when several processes open a new database together.
+    # The result is not checked: a file system without shared memory keeps the
+    # old mode, which is slower but correct.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 # Celery's prefork pool forks after the parent may have opened connections; a
@@ -103,7 +134,7 @@ _STORES: weakref.WeakSet[SQLStore] = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     for store in list(_STORES):
-        store._after_fork()  # noqa: SLF001 - the module owns its stores' fork handling
+        store._after_fork()
 
 
 if hasattr(os, "register_at_fork"):
@@ -145,10 +176,11 @@ SELECT count(*) FROM r
 """)
 
 # Every sub-statement joins ``u``, so a lost compare-and-set writes nothing. All
-# of them see the snapshot taken before the statement, so the DELETE of the
-# superseded step doorbells cannot see the rows inserted by ``o``; it skips the
-# new ids instead, which ``o`` then replaces by upsert, as a delete followed by
-# an insert would.
+# of them see the snapshot taken before the statement, and the order in which
+# they run is unspecified, so no two may touch the same row: the DELETE of
+# superseded step doorbells skips the new ids (``o`` replaces those by upsert,
+# as a delete followed by an insert would), and the counter reset ``z`` only
+# touches the status that ``d2`` keeps.
 _PG_UPDATE_RUN = text(f"""
 WITH u AS (
     UPDATE workflow_records SET
@@ -167,6 +199,9 @@ WITH u AS (
 ), d2 AS (
     DELETE FROM workflow_step_errors AS e USING u
     WHERE e.run_id = u.run_id AND e.status <> u.status
+), z AS (
+    UPDATE workflow_step_errors AS e SET count = 0 FROM u
+    WHERE CAST(:reset_errors AS boolean) AND e.run_id = u.run_id AND e.status = u.status
 ), o AS (
     INSERT INTO workflow_outbox ({_OUTBOX_COLUMNS})
     SELECT m.* FROM u CROSS JOIN {_PG_OUTBOX_ROWS}
@@ -200,6 +235,12 @@ WITH c AS (
 SELECT {_OUTBOX_COLUMNS} FROM u ORDER BY due_at, id
 """)
 
+_PG_INSERT_OUTBOX = text(f"""
+INSERT INTO workflow_outbox ({_OUTBOX_COLUMNS})
+SELECT m.* FROM {_PG_OUTBOX_ROWS}
+ON CONFLICT (id) DO NOTHING
+""")
+
 _PG_DELETE_OUTBOX = text("DELETE FROM workflow_outbox WHERE id = ANY(CAST(:ids AS text[]))")
 
 _PG_RECORD_ERROR = text(f"""
@@ -218,6 +259,23 @@ WITH e AS (
 SELECT count FROM e
 """)
 
+# The doorbell is only moved, never created: a hook that succeeded meanwhile
+# (and deleted it) must not be rung again.
+_PG_RECORD_HOOK_ERROR = text("""
+WITH e AS (
+    INSERT INTO workflow_hook_errors (message_id, run_id, hook, count, error_type, message, traceback, occurred_at)
+    VALUES (:message_id, :run_id, :hook, 1, :error_type, :message, :traceback, :occurred_at)
+    ON CONFLICT (message_id) DO UPDATE SET
+        count = workflow_hook_errors.count + 1, run_id = EXCLUDED.run_id, hook = EXCLUDED.hook,
+        error_type = EXCLUDED.error_type, message = EXCLUDED.message, traceback = EXCLUDED.traceback,
+        occurred_at = EXCLUDED.occurred_at
+    RETURNING count
+), o AS (
+    UPDATE workflow_outbox SET due_at = :retry_at WHERE id = :message_id
+)
+SELECT count FROM e
+""")
+
 # --------------------------------------------------------------------------- portable statements
 
 _LOOKUP: Select[Any] = select(records).where(records.c.run_id == bindparam("b_run_id"))
@@ -227,13 +285,29 @@ _LATEST: Select[Any] = (
     .order_by(records.c.created_at.desc(), records.c.run_id.desc())
     .limit(1)
 )
-_HISTORY: Select[Any] = (
-    select(history).where(history.c.run_id == bindparam("b_run_id")).order_by(history.c.version)
-)
+_HISTORY: Select[Any] = select(history).where(history.c.run_id == bindparam("b_run_id")).order_by(history.c.version)
 _OUTBOX_ALL: Select[Any] = select(outbox).order_by(outbox.c.created_at, outbox.c.id)
 _OUTBOX_OF_RUN: Select[Any] = _OUTBOX_ALL.where(outbox.c.run_id == bindparam("b_run_id"))
 _ERRORS: Select[Any] = (
     select(step_errors).where(step_errors.c.run_id == bindparam("b_run_id")).order_by(step_errors.c.status)
+)
+_HOOK_ERRORS: Select[Any] = (
+    select(hook_errors).where(hook_errors.c.run_id == bindparam("b_run_id")).order_by(hook_errors.c.message_id)
+)
+_SCRUB_HISTORY: Update = (
+    history.update().where(history.c.run_id == bindparam("b_run_id")).values(object=bindparam("b_object"))
+)
+_STRANDED: Select[Any] = (
+    select(records)
+    .where(
+        records.c.workflow_name == bindparam("b_workflow"),
+        records.c.run_state.in_((int(RunState.INITIATED), int(RunState.RUNNING))),
+        records.c.status.in_(bindparam("b_statuses", expanding=True)),
+        records.c.updated_at < bindparam("b_before", type_=UTCDateTime()),
+        ~exists().where(outbox.c.run_id == records.c.run_id, outbox.c.kind == "step"),
+    )
+    .order_by(records.c.created_at, records.c.run_id)
+    .limit(bindparam("b_limit"))
 )
 _IN_PROGRESS_OF: Select[Any] = (
     select(records.c.run_id)
@@ -275,6 +349,22 @@ _SQ_CLAIM_BUMP: Update = (
     .where(outbox.c.id == bindparam("b_id"))
     .values(due_at=bindparam("b_due_at", type_=UTCDateTime()), attempts=bindparam("b_attempts"))
 )
+_sq_hook_error_insert = sqlite_insert(hook_errors)
+_SQ_RECORD_HOOK_ERROR = _sq_hook_error_insert.on_conflict_do_update(
+    index_elements=[hook_errors.c.message_id],
+    set_={
+        "count": hook_errors.c.count + 1,
+        **{
+            name: _sq_hook_error_insert.excluded[name]
+            for name in ("run_id", "hook", "error_type", "message", "traceback", "occurred_at")
+        },
+    },
+).returning(hook_errors.c.count)
+_SQ_MOVE_DOORBELL: Update = (
+    outbox.update().where(outbox.c.id == bindparam("b_id")).values(due_at=bindparam("b_due_at", type_=UTCDateTime()))
+)
+_SQ_RESET_ERRORS: Update = step_errors.update().where(step_errors.c.run_id == bindparam("b_run_id")).values(count=0)
+_SQ_INSERT_OUTBOX = sqlite_insert(outbox).on_conflict_do_nothing(index_elements=[outbox.c.id])
 _SQ_DELETE_OUTBOX: Delete = delete(outbox).where(outbox.c.id.in_(bindparam("b_ids", expanding=True)))
 _sq_error_insert = sqlite_insert(step_errors)
 _SQ_RECORD_ERROR = _sq_error_insert.on_conflict_do_update(
@@ -330,11 +420,14 @@ def _history_params(record: Record) -> dict[str, Any]:
     }
 
 
-def _unique(messages: Sequence[OutboxMessage]) -> list[OutboxMessage]:
-    # The last message with an id wins, as with repeated inserts into a dict;
-    # an upsert touching one row twice in a statement is an error on PostgreSQL.
+def _unique(messages: Sequence[OutboxMessage], *, keep: str = "last") -> list[OutboxMessage]:
+    # Upserts: the last message with an id wins, as with repeated assignments to
+    # a dict (and touching one row twice in a statement is an error on
+    # PostgreSQL). Inserts that skip existing ids keep the first, as setdefault.
     if len({m.id for m in messages}) == len(messages):
         return list(messages)
+    if keep == "first":
+        return list({m.id: m for m in reversed(messages)}.values())[::-1]
     return list({m.id: m for m in messages}.values())
 
 
@@ -353,8 +446,8 @@ def _outbox_params(message: OutboxMessage) -> dict[str, Any]:
     }
 
 
-def _outbox_arrays(messages: Sequence[OutboxMessage]) -> dict[str, list[Any]]:
-    rows = _unique(messages)
+def _outbox_arrays(messages: Sequence[OutboxMessage], *, keep: str = "last") -> dict[str, list[Any]]:
+    rows = _unique(messages, keep=keep)
     return {
         "o_id": [m.id for m in rows],
         "o_workflow_name": [m.workflow_name for m in rows],
@@ -405,7 +498,8 @@ def _to_message(row: Row[Any]) -> OutboxMessage:
 
 
 def _backoff(redeliver_after: timedelta, max_interval: timedelta, attempts: int) -> timedelta:
-    # Compared in microseconds: timedelta * 2**n overflows long before the cap matters.
+    # In integer microseconds with the exponent capped: ``timedelta * 2**n`` overflows
+    # once a row has been rung some fifty times, long after the cap has taken over.
     cap = max_interval // timedelta(microseconds=1)
     wait = min((redeliver_after // timedelta(microseconds=1)) << min(attempts, 100), cap)
     return timedelta(microseconds=wait)
@@ -443,7 +537,9 @@ class SQLStore:
         self._pg = dialect == "postgresql"
         # Each PostgreSQL method is a single statement; autocommit spares the
         # BEGIN and COMMIT round trips without giving up atomicity.
-        self._single: Engine = self.engine.execution_options(isolation_level="AUTOCOMMIT") if self._pg else self.engine
+        self._autocommit: Engine = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT") if self._pg else self.engine
+        )
         # One shared in-memory connection cannot hold two transactions at once.
         self._shared_connection = isinstance(self.engine.pool, StaticPool)
         self._lock = threading.RLock()
@@ -472,8 +568,8 @@ class SQLStore:
         return self._lock if self._shared_connection else nullcontext()
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self._guard(), self._single.connect() as conn:
+    def _statement(self) -> Iterator[Connection]:
+        with self._guard(), self._autocommit.connect() as conn:
             yield conn
 
     @contextmanager
@@ -500,7 +596,7 @@ class SQLStore:
         params = _record_params(record)
         try:
             if self._pg:
-                with self._read() as conn:
+                with self._statement() as conn:
                     conn.execute(_PG_INSERT_RUN, {**params, **_outbox_arrays(outbox)})
             else:
                 with self._write() as conn:
@@ -519,18 +615,26 @@ class SQLStore:
                 ) from exc
             raise ValueError(f"run {record.run_id} already exists") from exc
 
-    def update_run(self, record: Record, expected_version: int, outbox: Sequence[OutboxMessage]) -> bool:
+    def update_run(
+        self,
+        record: Record,
+        expected_version: int,
+        outbox: Sequence[OutboxMessage],
+        *,
+        reset_errors: bool = False,
+    ) -> bool:
         """Compare-and-set ``record`` against ``expected_version``; see ``RecordStore.update_run``.
 
         Raises ``WorkflowInProgress`` when the run moves back into progress
-        (resume) while another run for its foreign id is in progress.
+        while another run for its foreign id is in progress.
         """
         params = _record_params(record)
         try:
             if self._pg:
                 params.update(_outbox_arrays(outbox))
                 params["expected_version"] = expected_version
-                with self._read() as conn:
+                params["reset_errors"] = reset_errors
+                with self._statement() as conn:
                     return bool(conn.execute(_PG_UPDATE_RUN, params).scalar_one())
             with self._write() as conn:
                 params["b_run_id"] = record.run_id
@@ -541,6 +645,8 @@ class SQLStore:
                 conn.execute(_SQ_INSERT_HISTORY, _history_params(record))
                 conn.execute(_SQ_DELETE_STEP_DOORBELLS, {"b_run_id": record.run_id})
                 conn.execute(_SQ_DELETE_OTHER_ERRORS, {"b_run_id": record.run_id, "b_status": int(record.status)})
+                if reset_errors:
+                    conn.execute(_SQ_RESET_ERRORS, {"b_run_id": record.run_id})
                 if outbox:
                     conn.execute(_SQ_UPSERT_OUTBOX, [_outbox_params(m) for m in _unique(outbox)])
                 return True
@@ -555,15 +661,41 @@ class SQLStore:
 
     def _in_progress_run(self, record: Record, *, exclude: str) -> str | None:
         # Best effort: the blocking run may finish between the failure and this read.
-        with self._read() as conn:
+        with self._statement() as conn:
             return conn.execute(
                 _IN_PROGRESS_OF,
                 {"b_workflow": record.workflow_name, "b_foreign_id": record.foreign_id, "b_exclude": exclude},
             ).scalar_one_or_none()
 
+    def scrub_history(self, run_id: str, obj: bytes) -> None:
+        """Replace the object in every history row of the run (data deletion)."""
+        params = {"b_run_id": run_id, "b_object": bytes(obj).decode("utf-8")}
+        if self._pg:
+            with self._statement() as conn:
+                conn.execute(_SCRUB_HISTORY, params)
+            return
+        with self._write() as conn:
+            conn.execute(_SCRUB_HISTORY, params)
+
+    def stranded_runs(
+        self, workflow_name: str, statuses: Sequence[int], updated_before: datetime, limit: int
+    ) -> list[Record]:
+        """Initiated or running runs at one of ``statuses``, untouched since ``updated_before``, without a
+        step doorbell, oldest first."""
+        if not statuses or limit <= 0:
+            return []
+        params = {
+            "b_workflow": workflow_name,
+            "b_statuses": [int(s) for s in statuses],
+            "b_before": updated_before,
+            "b_limit": limit,
+        }
+        with self._statement() as conn:
+            return [_to_record(row) for row in conn.execute(_STRANDED, params)]
+
     def lookup(self, run_id: str) -> Record:
         """The run with ``run_id``; raises ``RecordNotFound``."""
-        with self._read() as conn:
+        with self._statement() as conn:
             row = conn.execute(_LOOKUP, {"b_run_id": run_id}).first()
         if row is None:
             raise RecordNotFound(run_id=run_id)
@@ -571,7 +703,7 @@ class SQLStore:
 
     def latest(self, workflow_name: str, foreign_id: str) -> Record:
         """The newest run (by creation time, then run id) for the foreign id; raises ``RecordNotFound``."""
-        with self._read() as conn:
+        with self._statement() as conn:
             row = conn.execute(_LATEST, {"b_workflow": workflow_name, "b_foreign_id": foreign_id}).first()
         if row is None:
             raise RecordNotFound(workflow=workflow_name, foreign_id=foreign_id)
@@ -603,12 +735,12 @@ class SQLStore:
         else:
             query = query.order_by(records.c.created_at.asc(), records.c.run_id.asc())
         query = query.limit(limit).offset(offset)
-        with self._read() as conn:
+        with self._statement() as conn:
             return [_to_record(row) for row in conn.execute(query)]
 
     def history(self, run_id: str) -> list[HistoryEntry]:
         """Every stored version of the run, oldest first (empty for an unknown run)."""
-        with self._read() as conn:
+        with self._statement() as conn:
             rows = conn.execute(_HISTORY, {"b_run_id": run_id}).all()
         return [
             HistoryEntry(
@@ -627,7 +759,7 @@ class SQLStore:
 
     def outbox(self, run_id: str | None = None) -> list[OutboxMessage]:
         """Pending doorbells ordered by (created_at, id), of one run or of all."""
-        with self._read() as conn:
+        with self._statement() as conn:
             if run_id is None:
                 rows = conn.execute(_OUTBOX_ALL).all()
             else:
@@ -658,7 +790,7 @@ class SQLStore:
                 "redeliver_us": redeliver_after // timedelta(microseconds=1),
                 "max_us": max_interval // timedelta(microseconds=1),
             }
-            with self._read() as conn:
+            with self._statement() as conn:
                 return [_to_message(row) for row in conn.execute(_PG_CLAIM, params)]
         with self._write() as conn:
             claimed = [_to_message(row) for row in conn.execute(_SQ_CLAIM_SELECT, {"b_now": now, "b_limit": limit})]
@@ -676,12 +808,23 @@ class SQLStore:
                 )
         return claimed
 
+    def insert_outbox(self, messages: Sequence[OutboxMessage]) -> None:
+        """Insert the doorbells whose id is not present yet; existing rows are left as they are."""
+        if not messages:
+            return
+        if self._pg:
+            with self._statement() as conn:
+                conn.execute(_PG_INSERT_OUTBOX, _outbox_arrays(messages, keep="first"))
+            return
+        with self._write() as conn:
+            conn.execute(_SQ_INSERT_OUTBOX, [_outbox_params(m) for m in _unique(messages, keep="first")])
+
     def delete_outbox(self, message_ids: Sequence[str]) -> None:
         """Delete the doorbells with these ids; unknown ids are ignored."""
         if not message_ids:
             return
         if self._pg:
-            with self._read() as conn:
+            with self._statement() as conn:
                 conn.execute(_PG_DELETE_OUTBOX, {"ids": list(message_ids)})
             return
         with self._write() as conn:
@@ -702,7 +845,7 @@ class SQLStore:
         }
         if self._pg:
             params.update(_outbox_arrays([retry] if retry is not None else []))
-            with self._read() as conn:
+            with self._statement() as conn:
                 return int(conn.execute(_PG_RECORD_ERROR, params).scalar_one())
         with self._write() as conn:
             count = int(conn.execute(_SQ_RECORD_ERROR, params).scalar_one())
@@ -712,7 +855,7 @@ class SQLStore:
 
     def errors(self, run_id: str) -> list[StepErrors]:
         """The run's error counters, by status."""
-        with self._read() as conn:
+        with self._statement() as conn:
             rows = conn.execute(_ERRORS, {"b_run_id": run_id}).all()
         return [
             StepErrors(
@@ -729,3 +872,46 @@ class SQLStore:
             for row in rows
         ]
 
+    def record_hook_error(self, message: OutboxMessage, hook: str, error: ErrorInfo, retry_at: datetime) -> int:
+        """Count a failed hook execution and move its doorbell (if still there) to ``retry_at``.
+
+        Returns the new count. The doorbell stays until the hook succeeds.
+        """
+        params: dict[str, Any] = {
+            "message_id": message.id,
+            "run_id": message.run_id,
+            "hook": hook,
+            "count": 1,
+            "error_type": error.error_type,
+            "message": error.message,
+            "traceback": error.traceback,
+            "occurred_at": to_utc(error.occurred_at),
+        }
+        if self._pg:
+            params["retry_at"] = to_utc(retry_at)
+            with self._statement() as conn:
+                return int(conn.execute(_PG_RECORD_HOOK_ERROR, params).scalar_one())
+        with self._write() as conn:
+            count = int(conn.execute(_SQ_RECORD_HOOK_ERROR, params).scalar_one())
+            conn.execute(_SQ_MOVE_DOORBELL, {"b_id": message.id, "b_due_at": retry_at})
+        return count
+
+    def hook_errors(self, run_id: str) -> list[HookErrors]:
+        """Failure counters of the run's hook executions, by message id."""
+        with self._statement() as conn:
+            rows = conn.execute(_HOOK_ERRORS, {"b_run_id": run_id}).all()
+        return [
+            HookErrors(
+                message_id=row.message_id,
+                run_id=row.run_id,
+                hook=row.hook,
+                count=row._mapping["count"],
+                last_error=ErrorInfo(
+                    error_type=row.error_type,
+                    message=row.message,
+                    traceback=row.traceback,
+                    occurred_at=to_utc(row.occurred_at),
+                ),
+            )
+            for row in rows
+        ]

@@ -1,4 +1,4 @@
-"""Initial tables: records, history, outbox, step errors.
+"""Initial tables: records, history, outbox, step and hook error counters.
 
 Revision ID: 0001
 Revises:
@@ -44,9 +44,7 @@ def upgrade() -> None:
         sa.Column("trace_origin", sa.Text(), nullable=False, server_default=""),
         sa.PrimaryKeyConstraint("run_id", name="pk_workflow_records"),
     )
-    op.create_index(
-        "ix_workflow_records_foreign_id", "workflow_records", ["workflow_name", "foreign_id", "created_at"]
-    )
+    op.create_index("ix_workflow_records_foreign_id", "workflow_records", ["workflow_name", "foreign_id", "created_at"])
     op.create_index("ix_workflow_records_status", "workflow_records", ["workflow_name", "status"])
     op.create_index("ix_workflow_records_run_state", "workflow_records", ["workflow_name", "run_state"])
     op.create_index("ix_workflow_records_created_at", "workflow_records", ["created_at"])
@@ -100,8 +98,24 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("run_id", "status", name="pk_workflow_step_errors"),
     )
 
+    op.create_table(
+        "workflow_hook_errors",
+        sa.Column("message_id", sa.String(200), nullable=False),
+        sa.Column("run_id", sa.String(64), nullable=False),
+        sa.Column("hook", sa.Text(), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column("error_type", sa.Text(), nullable=False),
+        sa.Column("message", sa.Text(), nullable=False),
+        sa.Column("traceback", sa.Text(), nullable=False),
+        sa.Column("occurred_at", _ts(), nullable=False),
+        sa.PrimaryKeyConstraint("message_id", name="pk_workflow_hook_errors"),
+    )
+    op.create_index("ix_workflow_hook_errors_run_id", "workflow_hook_errors", ["run_id"])
+
 
 def downgrade() -> None:
+    op.drop_index("ix_workflow_hook_errors_run_id", table_name="workflow_hook_errors")
+    op.drop_table("workflow_hook_errors")
     op.drop_table("workflow_step_errors")
     op.drop_index("ix_workflow_outbox_run_id", table_name="workflow_outbox")
     op.drop_index("ix_workflow_outbox_due_at", table_name="workflow_outbox")

@@ -1,0 +1,86 @@
+"""The workflow side: the example order workflow (three steps) on Celery and PostgreSQL.
+
+    celery -A benchmarks.flow_app worker -Q 'order-processing.*'
+
+The same as ``examples.orders`` (``order_workflow()`` built on a Celery app
+configured from ``celeryconfig``) plus what the benchmark needs to observe it:
+
+- ``BENCH_REDELIVER_AFTER`` (seconds): the workflow's ``redeliver_after``
+  (default: the library's own default);
+- ``BENCH_STATS_DIR``: count the outcome of every step message per process
+  (how many were duplicates) and, with ``BENCH_TIMINGS=1``, time the parts of
+  a transition (store lookup and compare-and-set, publish, object codec).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from celery import Celery
+
+import celeryconfig
+from benchmarks.worker_hooks import stats
+from examples.order_processing import Order, OrderStatus, order_workflow
+from workflow_celery import SQLStore
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = Celery("bench-flow")
+app.config_from_object("celeryconfig")
+
+store = SQLStore(celeryconfig.workflow_database_url)
+_options: dict[str, Any] = {}
+if os.environ.get("BENCH_REDELIVER_AFTER"):
+    _options["redeliver_after"] = timedelta(seconds=float(os.environ["BENCH_REDELIVER_AFTER"]))
+wf = order_workflow().build(app, store, **_options)
+
+
+def _timed(name: str, fn: F) -> F:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            stats().add(name, time.perf_counter() - start)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _instrument() -> None:
+    # The step tasks call ``wf.handle_step`` through the instance and the engine
+    # reaches the store, dispatcher and codec through attributes, so wrapping the
+    # bound methods on these instances observes the real hot path unchanged.
+    handle_step = wf.handle_step
+    relay_once = wf.relay_once
+
+    def counting_handle_step(status: int, body: Any) -> Any:
+        start = time.perf_counter()
+        outcome = handle_step(status, body)
+        stats().add(f"outcome.{outcome.value}", time.perf_counter() - start)
+        return outcome
+
+    def counting_relay_once(*args: Any, **kwargs: Any) -> int:
+        sent = relay_once(*args, **kwargs)
+        if sent:
+            stats().add("relay.published", count=sent)
+        return sent
+
+    wf.handle_step = counting_handle_step  # type: ignore[method-assign]
+    wf.relay_once = counting_relay_once  # type: ignore[method-assign]
+    if os.environ.get("BENCH_TIMINGS") == "1":
+        engine = wf.engine
+        store.lookup = _timed("store.lookup", store.lookup)  # type: ignore[method-assign]
+        store.update_run = _timed("store.update_run", store.update_run)  # type: ignore[method-assign]
+        engine.dispatcher.publish = _timed("dispatcher.publish", engine.dispatcher.publish)  # type: ignore[method-assign]
+        engine.codec.decode = _timed("codec.decode", engine.codec.decode)  # type: ignore[method-assign]
+        engine.codec.encode = _timed("codec.encode", engine.codec.encode)  # type: ignore[method-assign]
+
+
+if stats().enabled:
+    _instrument()
+
+__all__ = ["Order", "OrderStatus", "app", "store", "wf"]
