@@ -31,11 +31,31 @@ def _read_stat(pid_dir: Path) -> tuple[str, int, float] | None:
     return comm, pgrp, (utime + stime) / _TICKS
 
 
+def machine_busy() -> float:
+    """CPU seconds spent by every process on the machine so far (all CPUs, idle and iowait excluded)."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    # user nice system idle iowait irq softirq steal (guest time is already in user)
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    return busy / _TICKS
+
+
+MACHINE = -1
+"""Key of the whole machine's busy time in a snapshot."""
+
+
 def snapshot(worker_groups: Iterable[int]) -> dict[int, tuple[str, float]]:
-    """CPU seconds so far of every process that plays a role, by pid, with its role."""
+    """CPU seconds so far of every process that plays a role, by pid, with its role.
+
+    The whole machine's busy time is stored under ``MACHINE``; what is not
+    accounted to a role is reported as ``other`` (someone else's load: noise).
+    """
     groups = set(worker_groups)
     me = os.getpid()
-    result: dict[int, tuple[str, float]] = {}
+    result: dict[int, tuple[str, float]] = {MACHINE: ("machine", machine_busy())}
     for pid_dir in Path("/proc").iterdir():
         if not pid_dir.name.isdigit():
             continue
@@ -74,6 +94,8 @@ def used(
         if role == "postgresql" and postgresql_pids is not None and pid not in postgresql_pids:
             continue
         total[role] += seconds - before.get(pid, (role, 0.0))[1]
+    machine = total.pop("machine", 0.0)
+    total["other"] = max(machine - sum(total.values()), 0.0)
     return dict(total)
 
 

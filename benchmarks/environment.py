@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -40,10 +41,24 @@ def fresh_database(admin_url: str, label: str, settings: Mapping[str, str] | Non
                     conn.execute(sa.text(f"ALTER DATABASE \"{name}\" SET {key} = '{value}'"))
             yield admin.url.set(database=name).render_as_string(hide_password=False)
         finally:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            _drop_database(admin, name)
     finally:
         admin.dispose()
+
+
+def _drop_database(admin: sa.Engine, name: str, attempts: int = 5) -> None:
+    # The server may have been restarted under us (pooled admin connections then
+    # fail once); a database left behind would outlive the benchmark.
+    for attempt in range(attempts):
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except sa.exc.OperationalError:
+            if attempt == attempts - 1:
+                raise
+            admin.dispose()
+            time.sleep(1.0)
 
 
 def flush_redis(url: str) -> None:

@@ -10,6 +10,7 @@ PostgreSQL database for each trial, so no trial inherits another's tables.
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -170,8 +171,12 @@ def run_chain_trial(settings: Settings, number: int, broker_url: str, workdir: P
 
 
 def _add_cpu(trial: Trial, cpu_used: dict[str, float]) -> None:
+    mine = {role: s for role, s in sorted(cpu_used.items()) if role != "other"}
     trial.extra["cpu_s"] = cpu_used
-    trial.extra["cpu_ms_per_item"] = {role: s * 1000 / trial.items for role, s in sorted(cpu_used.items())}
+    trial.extra["cpu_ms_per_item"] = {role: s * 1000 / trial.items for role, s in mine.items()}
+    # Load from processes outside the benchmark, as a share of the machine: above a few
+    # percent, the trial competed with something else and its figures are suspect.
+    trial.extra["other_load"] = cpu_used.get("other", 0.0) / (trial.window_s * (os.cpu_count() or 1))
 
 
 def _span(raw: bytes) -> tuple[float, float]:
@@ -182,7 +187,7 @@ def _span(raw: bytes) -> tuple[float, float]:
 # --------------------------------------------------------------------------- (b) workflow
 
 
-def _build_client(broker_url: str, store: SQLStore, settings: Settings) -> Workflow[Order, OrderStatus]:
+def build_client(broker_url: str, store: SQLStore, settings: Settings) -> Workflow[Order, OrderStatus]:
     app = Celery("bench-client")
     app.config_from_object("celeryconfig")
     app.conf.broker_url = broker_url
@@ -193,7 +198,7 @@ def _build_client(broker_url: str, store: SQLStore, settings: Settings) -> Workf
     return order_workflow().build(app, store, **options)
 
 
-def _count_finished(store: SQLStore) -> int:
+def count_finished(store: SQLStore) -> int:
     # One indexed count per poll: polling run by run would load the database under test.
     query = sa.text("SELECT count(*) FROM workflow_records WHERE run_state = ANY(:finished)")
     with store.engine.connect() as conn:
@@ -219,7 +224,7 @@ def run_flow_trial(settings: Settings, number: int, broker_url: str, workdir: Pa
             store = SQLStore(db_url)
             try:
                 store.create_schema()
-                wf = _build_client(broker_url, store, settings)
+                wf = build_client(broker_url, store, settings)
                 env = {
                     "CELERY_BROKER_URL": broker_url,
                     "WORKFLOW_CELERY_DATABASE_URL": db_url,
@@ -259,7 +264,7 @@ def _measure_flow(
     ]
     trigger_s = time.time() - started
     deadline = time.monotonic() + settings.timeout
-    while (done := _count_finished(store)) < n:
+    while (done := count_finished(store)) < n:
         if time.monotonic() > deadline:
             raise TimeoutError(f"workflow trial {number}: {done} of {n} runs finished after {settings.timeout}s")
         time.sleep(0.1)

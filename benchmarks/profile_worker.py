@@ -1,28 +1,27 @@
-"""Where a workflow worker's time goes, per transition.
+"""Where a worker's time goes, per transition (workflow) and per hop (bare Celery chain).
 
-    .venv/bin/python -m benchmarks.profile_worker                 # 1000 runs, timers + py-spy
-    .venv/bin/python -m benchmarks.profile_worker --runs 2000 --speedscope /tmp/worker.json
+    .venv/bin/python -m benchmarks.profile_worker
+    .venv/bin/python -m benchmarks.profile_worker --runs 2000 --keep /tmp/profile   # keep py-spy stacks and logs
 
-N runs are triggered before one ``celery worker --pool solo`` starts, so the
-worker is busy from its first message to its last and every sample is
-steady-state work (the step, Celery's receive and ack, and the relay thread all
-run in that one process). Three passes, each on a fresh database and Redis db:
+In every pass N items are queued *before* a single worker starts, so the worker
+is busy from its first message to its last and everything measured is
+steady-state work. Passes (each on a fresh database and a flushed Redis db):
 
-1. timers: the worker wraps ``store.lookup``, ``store.update_run``, the
-   dispatcher's ``publish`` and the object codec with ``perf_counter``;
-2. sampling: the same worker, unwrapped, under ``py-spy record --idle`` (wall
-   clock, including time spent waiting on PostgreSQL and Redis);
-3. baseline: the bare Celery chain on the same solo worker, for the cost of a
-   hop when Celery is all there is.
+- ``timers``: workflow, ``--pool solo``; the worker wraps ``store.lookup``,
+  ``store.update_run``, the dispatcher's ``publish`` and the object codec with
+  ``perf_counter`` (wall time per part of a transition);
+- ``py-spy``: workflow and chain, ``--pool solo``, under ``py-spy record --idle``
+  (wall-clock samples, waiting on PostgreSQL and Redis included), bucketed;
+- ``cpu``: workflow and chain, ``--pool solo`` and ``--pool prefork -c 1``,
+  CPU time of the worker's processes, PostgreSQL and Redis from /proc.
 
-``redeliver_after`` is set to an hour so the relay never re-sends a doorbell
-during the pass: what is measured is the cost of a transition, not of duplicates.
+``redeliver_after`` is an hour in every workflow pass, so the relay never
+re-sends a doorbell: what is measured is a transition, not duplicates.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import signal
@@ -31,75 +30,108 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import redis
 
-from benchmarks import chain_app
+from benchmarks import chain_app, cpu
 from benchmarks.environment import DEFAULT_PG_ADMIN_URL, DEFAULT_REDIS_URL, flush_redis, fresh_database
-from benchmarks.phases import FLOW_QUEUES, TRANSITIONS_PER_RUN, Settings, _build_client, _count_finished
+from benchmarks.phases import FLOW_QUEUES, TRANSITIONS_PER_RUN, Settings, build_client, count_finished
 from benchmarks.worker_hooks import read_stats
 from benchmarks.workers import WorkerProcess, WorkerSpec
 from examples.order_processing import Order
 from workflow_celery import SQLStore
 
 PROFILE_REDELIVER_AFTER_S = 3600.0
-SAMPLE_RATE = 250
+SAMPLE_RATE_HZ = 200
 DEFAULT_REDIS_DB = 11
+TIMED_PARTS = ("store.lookup", "store.update_run", "dispatcher.publish", "codec.decode", "codec.encode")
 
-# Buckets for py-spy stacks, tried in order against each frame from the innermost
-# outwards... except that the *outermost* matching rule wins, so time inside
-# ``update_run`` spent in psycopg counts as ``update_run`` (what the engine asked
-# for), not as "psycopg". Patterns match "function (file:line)" frames.
+System = Literal["workflow", "chain"]
+
+
+# --------------------------------------------------------------------------- py-spy stacks
+
+# A sample goes to the first bucket one of whose patterns matches one of its
+# frames ("Class.method (path/file.py:line)"). The task's own parts come first:
+# with the solo pool the task runs *inside* Celery's receive callback, so the
+# consumer patterns would claim every sample if they were tried first.
 BUCKETS: list[tuple[str, str]] = [
-    ("store.update_run (compare-and-set commit)", r"^update_run \(.*workflow_celery/sql/store\.py"),
-    ("store.lookup (read the run)", r"^lookup \(.*workflow_celery/sql/store\.py"),
-    ("publish next doorbell (Celery send_task)", r"^publish \(.*workflow_celery/celery_adapter/__init__\.py"),
-    ("object codec (pydantic JSON)", r"^(encode|decode) \(.*workflow_celery/core/codec\.py"),
-    ("the step functions", r"^(validate|pay|fulfil) \(.*examples/order_processing\.py"),
-    ("rest of handle_step (engine)", r"^handle_step \(.*workflow_celery/core/engine\.py"),
-    ("chain hop: publish next hop", r"^send_hop \(.*benchmarks/chain_app\.py"),
-    ("chain hop: record completion in Redis", r"^rpush \("),
-    ("Celery task trace (around the task)", r"^(trace_task|fast_trace_task|build_tracer) \(.*celery/app/trace\.py"),
-    ("Celery receive, ack, events (consumer)", r"celery/worker/|kombu/|celery/events/"),
+    ("store.update_run: compare-and-set + commit", r"SQLStore\.update_run \("),
+    ("store.lookup: read the run", r"SQLStore\.lookup \("),
+    ("publish the next message (send_task)", r"CeleryDispatcher\.publish \(|send_hop \(.*benchmarks/chain_app"),
+    ("record completion in Redis (chain only)", r"^_hop \(.*benchmarks/chain_app.*|rpush \("),
+    ("object codec (pydantic)", r"ObjectCodec\.(encode|decode) \("),
+    ("rest of the task (engine, step function)", r"Engine\.handle_step \(|^_hop \("),
+    ("Celery: ack (acks_late)", r"Request\.acknowledge \(|QoS\.ack \(|Channel\.basic_ack \("),
+    ("Celery: task events", r"celery/events/"),
+    ("Celery: task tracing around the task", r"celery/app/trace\.py"),
+    ("Celery: receive and decode the message", r"on_task_received|Transport\._deliver \("),
+    ("Celery: event loop, waiting for messages", r"Hub\.create_loop \("),
 ]
+# Innermost frames that mean "waiting on the network": psycopg's wait for the
+# server's answer, redis-py's socket read.
+WAITING = re.compile(r"^Connection\.wait \(psycopg/|_read_from_socket \(redis/")
+_COMPILED = [(label, re.compile(pattern)) for label, pattern in BUCKETS]
 
 
 @dataclass
-class PassResult:
-    name: str
-    items: int
-    wall_s: float
-    counts: Counter[str]
-    seconds: Counter[str]
-    samples: Counter[str]
-    total_samples: int
+class Samples:
+    by_bucket: Counter[str] = field(default_factory=Counter)
+    waiting: Counter[str] = field(default_factory=Counter)
+    total: int = 0
+
+
+def classify(frames: Sequence[str]) -> str:
+    for label, rx in _COMPILED:
+        if any(rx.search(f) for f in frames):
+            return label
+    return "other (runtime, truncated stacks)"
+
+
+def read_samples(path: Path) -> Samples:
+    """Bucket the main thread's samples of a ``py-spy --format raw --threads`` file."""
+    result = Samples()
+    if not path.exists():
+        return result
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        thread, *frames = stack.split(";")
+        # Only the main thread runs tasks; the relay thread sleeps between its once-a-second polls.
+        if "MainThread" not in thread:
+            continue
+        count = int(count_text)
+        label = classify(frames)
+        result.by_bucket[label] += count
+        if frames and WAITING.search(frames[-1]):
+            result.waiting[label] += count
+        result.total += count
+    return result
 
 
 def _pyspy() -> str:
     found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(found).exists():
-        raise SystemExit("py-spy not found: install it in the venv (pip install py-spy)")
+        raise SystemExit("py-spy not found: .venv/bin/pip install py-spy (or run with --no-py-spy)")
     return found
 
 
 @contextmanager
-def _sampling(pid: int, out: Path, enabled: bool) -> Iterator[None]:
-    """py-spy attached to ``pid`` for the duration of the block (raw collapsed stacks, wall clock)."""
-    if not enabled:
-        yield
-        return
-    cmd = [_pyspy(), "record", "--pid", str(pid), "--rate", str(SAMPLE_RATE), "--format", "raw",
+def sampling(pid: int, out: Path) -> Iterator[None]:
+    """py-spy attached to ``pid`` for the duration of the block: raw stacks, wall clock (``--idle``)."""
+    cmd = [_pyspy(), "record", "--pid", str(pid), "--rate", str(SAMPLE_RATE_HZ), "--format", "raw",
            "--idle", "--threads", "--nonblocking", "--output", str(out)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.5)  # let py-spy attach before the block measures anything
         yield
     finally:
-        proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        proc.send_signal(signal.SIGINT)  # py-spy writes its output when interrupted
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
@@ -107,179 +139,225 @@ def _sampling(pid: int, out: Path, enabled: bool) -> Iterator[None]:
             proc.wait()
 
 
-def _classify(stack: list[str]) -> str:
-    for label, pattern in BUCKETS:
-        rx = re.compile(pattern)
-        if any(rx.search(frame) for frame in stack):
-            return label
-    if any("select" in f or "poll" in f or "_brpop" in f for f in stack[-3:]):
-        return "waiting for a message (idle)"
-    return "other"
+# --------------------------------------------------------------------------- passes
 
 
-def read_samples(path: Path, thread_hint: str = "MainThread") -> tuple[Counter[str], int]:
-    """Bucket the main thread's samples of a py-spy raw file; returns (samples by bucket, total)."""
-    buckets: Counter[str] = Counter()
-    total = 0
-    if not path.exists():
-        return buckets, 0
-    for line in path.read_text().splitlines():
-        stack_text, _, count_text = line.rpartition(" ")
-        if not stack_text:
-            continue
-        frames = stack_text.split(";")
-        # py-spy --threads prefixes each stack with the thread; only the main thread runs tasks.
-        if frames and frames[0].startswith("thread") and thread_hint not in frames[0]:
-            if not any("workflow-celery-relay" in f or "_relay_loop" in f for f in frames):
-                pass
-            buckets["(other threads: relay, heartbeat)"] += int(count_text)
-            continue
-        buckets[_classify(frames[1:])] += int(count_text)
-        total += int(count_text)
-    return buckets, total
+@dataclass(frozen=True)
+class Pass:
+    name: str
+    system: System
+    pool: str
+    timers: bool = False
+    sample: bool = False
 
 
-def _trigger_runs(settings: Settings, broker_url: str, db_url: str, n: int) -> None:
+@dataclass
+class PassResult:
+    spec: Pass
+    items: int
+    wall_s: float
+    cpu_ms: dict[str, float]
+    counts: Counter[str]
+    seconds: Counter[str]
+    samples: Samples
+
+    @property
+    def unit(self) -> str:
+        return "transition" if self.spec.system == "workflow" else "hop"
+
+
+def _queue_runs(settings: Settings, broker_url: str, db_url: str) -> None:
     store = SQLStore(db_url)
     try:
         store.create_schema()
-        wf = _build_client(broker_url, store, settings)
-        for i in range(n):
+        wf = build_client(broker_url, store, settings)
+        for i in range(settings.runs):
             wf.trigger(f"prof-{i}", initial_value=Order(id=f"o{i}", items=["book"], total=10.0))
     finally:
         store.dispose()
 
 
-def _wait(predicate_count: int, count: object, timeout: float) -> None:
-    del predicate_count, count, timeout  # placeholder kept for type checkers
-
-
-def flow_pass(
-    name: str, settings: Settings, broker_url: str, workdir: Path, *, timers: bool, sample: bool
-) -> PassResult:
-    flush_redis(broker_url)
-    stats_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir))
-    spy_out = workdir / f"{name}.pyspy.txt"
-    with fresh_database(settings.pg_admin_url, name) as db_url:
-        _trigger_runs(settings, broker_url, db_url, settings.runs)
-        env = {
-            "CELERY_BROKER_URL": broker_url,
-            "WORKFLOW_CELERY_DATABASE_URL": db_url,
-            "BENCH_STATS_DIR": str(stats_dir),
-            "BENCH_REDELIVER_AFTER": str(PROFILE_REDELIVER_AFTER_S),
-            "BENCH_TIMINGS": "1" if timers else "0",
-        }
-        store = SQLStore(db_url)
-        spec = WorkerSpec("benchmarks.flow_app", FLOW_QUEUES, concurrency=1, pool="solo", loglevel=settings.loglevel)
-        worker = WorkerProcess(spec, workdir, env, name)
-        try:
-            worker.wait_ready()
-            with _sampling(worker.pid, spy_out, sample):
-                started = time.monotonic()
-                deadline = started + settings.timeout
-                while _count_finished(store) < settings.runs:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{name}: runs not finished after {settings.timeout}s")
-                    time.sleep(0.02)
-                wall = time.monotonic() - started
-        finally:
-            worker.stop()
-            store.dispose()
-    counts, seconds = read_stats(stats_dir)
-    samples, total = read_samples(spy_out)
-    return PassResult(name, settings.runs * TRANSITIONS_PER_RUN, wall, counts, seconds, samples, total)
-
-
-def chain_pass(name: str, settings: Settings, broker_url: str, workdir: Path, *, sample: bool) -> PassResult:
-    flush_redis(broker_url)
+def _queue_chains(settings: Settings, broker_url: str) -> None:
     app = chain_app.app
     app.conf.broker_url = broker_url
-    client = redis.Redis.from_url(broker_url)
-    spy_out = workdir / f"{name}.pyspy.txt"
+    with app.producer_or_acquire() as producer:
+        for i in range(settings.runs):
+            chain_app.send_hop(1, f"p{i}", time.time(), chain_app.DONE_KEY, producer)
+
+
+Snapshot = dict[int, tuple[str, float]]
+
+
+def _drain(
+    worker: WorkerProcess, done: Callable[[], bool], out: Path, settings: Settings, p: Pass
+) -> tuple[float, Snapshot, Snapshot]:
+    """Wait until the queued work is done: (wall seconds, CPU snapshot before, CPU snapshot after)."""
+    before = cpu.snapshot([worker.pid])
+    started = time.monotonic()
+    deadline = started + settings.timeout
+    with sampling(worker.pid, out) if p.sample else nullcontext():
+        while not done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"pass {p.name}: work not done after {settings.timeout:.0f}s")
+            time.sleep(0.02)
+        wall = time.monotonic() - started
+    return wall, before, cpu.snapshot([worker.pid])
+
+
+def _worker_split(worker: WorkerProcess, before: Snapshot, after: Snapshot) -> dict[str, float]:
+    """CPU seconds of the worker's main process and of its pool processes (none with the solo pool)."""
+    split: Counter[str] = Counter()
+    for pid, (role, seconds) in after.items():
+        if role == "workers":
+            part = "worker main process" if pid == worker.pid else "worker pool process"
+            split[part] += seconds - before.get(pid, (role, 0.0))[1]
+    return dict(split)
+
+
+def run_pass(p: Pass, settings: Settings, broker_url: str, workdir: Path) -> PassResult:
+    flush_redis(broker_url)
+    stats_dir = Path(tempfile.mkdtemp(prefix=f"{p.name}-", dir=workdir))
+    spy_out = workdir / f"{p.name}.pyspy.txt"
     try:
-        with app.producer_or_acquire() as producer:
-            for i in range(settings.runs):
-                chain_app.send_hop(1, f"p{i}", time.time(), chain_app.DONE_KEY, producer)
-        spec = WorkerSpec("benchmarks.chain_app", ",".join(chain_app.QUEUES), pool="solo", loglevel=settings.loglevel)
-        worker = WorkerProcess(spec, workdir, {"CELERY_BROKER_URL": broker_url}, name)
-        try:
-            worker.wait_ready()
-            with _sampling(worker.pid, spy_out, sample):
-                started = time.monotonic()
-                deadline = started + settings.timeout
-                while client.llen(chain_app.DONE_KEY) < settings.runs:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{name}: chains not done after {settings.timeout}s")
-                    time.sleep(0.02)
-                wall = time.monotonic() - started
-        finally:
-            worker.stop()
+        if p.system == "workflow":
+            with fresh_database(settings.pg_admin_url, "prof") as db_url:
+                _queue_runs(settings, broker_url, db_url)
+                env = {
+                    "CELERY_BROKER_URL": broker_url,
+                    "WORKFLOW_CELERY_DATABASE_URL": db_url,
+                    "BENCH_STATS_DIR": str(stats_dir),
+                    "BENCH_REDELIVER_AFTER": str(PROFILE_REDELIVER_AFTER_S),
+                    "BENCH_TIMINGS": "1" if p.timers else "0",
+                }
+                store = SQLStore(db_url)
+                spec = WorkerSpec("benchmarks.flow_app", FLOW_QUEUES, pool=p.pool, loglevel=settings.loglevel)
+                worker = WorkerProcess(spec, workdir, env, p.name)
+                try:
+                    worker.wait_ready()
+                    wall, before, after = _drain(
+                        worker, lambda: count_finished(store) >= settings.runs, spy_out, settings, p
+                    )
+                    with store.engine.connect() as conn:
+                        pg_pids = cpu.postgresql_pids(conn)
+                    roles = cpu.used(before, after, postgresql_pids=pg_pids)
+                    split = _worker_split(worker, before, after)
+                finally:
+                    worker.stop()
+                    store.dispose()
+            items = settings.runs * TRANSITIONS_PER_RUN
+        else:
+            _queue_chains(settings, broker_url)
+            client = redis.Redis.from_url(broker_url)
+            spec = WorkerSpec(
+                "benchmarks.chain_app", ",".join(chain_app.QUEUES), pool=p.pool, loglevel=settings.loglevel
+            )
+            worker = WorkerProcess(spec, workdir, {"CELERY_BROKER_URL": broker_url}, p.name)
+            try:
+                worker.wait_ready()
+                wall, before, after = _drain(
+                    worker, lambda: client.llen(chain_app.DONE_KEY) >= settings.runs, spy_out, settings, p
+                )
+                roles = cpu.used(before, after, postgresql_pids=set())
+                split = _worker_split(worker, before, after)
+            finally:
+                worker.stop()
+                client.close()
+            items = settings.runs * chain_app.HOPS
     finally:
-        client.close()
         flush_redis(broker_url)
-    samples, total = read_samples(spy_out)
-    return PassResult(name, settings.runs * chain_app.HOPS, wall, Counter(), Counter(), samples, total)
+    cpu_ms = {k: v * 1000 / items for k, v in split.items()}
+    for role in ("postgresql", "redis"):
+        cpu_ms[role] = roles.get(role, 0.0) * 1000 / items
+    cpu_ms["other processes (noise)"] = roles.get("other", 0.0) * 1000 / items
+    counts, seconds = read_stats(stats_dir)
+    return PassResult(p, items, wall, cpu_ms, counts, seconds, read_samples(spy_out))
 
 
-def report(timed: PassResult, sampled: PassResult, chain: PassResult) -> None:
-    print(
-        f"\nsolo worker, {timed.items} transitions queued before start (redeliver_after {PROFILE_REDELIVER_AFTER_S:g}s)"
-    )
-    for r in (timed, sampled, chain):
-        unit = "hop" if r is chain else "transition"
-        print(f"  {r.name:<9} {r.items / r.wall_s:7.1f} {unit}s/s  = {r.wall_s / r.items * 1000:.2f} ms per {unit}")
-    n = timed.items
-    print(f"\ntimers ({timed.name} pass), per transition:")
-    handle = sum(v for k, v in timed.seconds.items() if k.startswith("outcome."))
-    print(f"  {'wall clock (worker busy throughout)':<40} {timed.wall_s / n * 1000:6.3f} ms")
-    print(f"  {'handle_step (everything the library does)':<40} {handle / n * 1000:6.3f} ms")
-    for key in ("store.lookup", "store.update_run", "dispatcher.publish", "codec.decode", "codec.encode"):
-        calls = timed.counts.get(key, 0)
-        print(f"    {key:<38} {timed.seconds.get(key, 0.0) / n * 1000:6.3f} ms   ({calls} calls)")
-    print(f"  {'outside handle_step (Celery, worker loop)':<40} {(timed.wall_s - handle) / n * 1000:6.3f} ms")
-    for r in (sampled, chain):
-        if not r.total_samples:
+PASSES = [
+    Pass("flow-solo-timers", "workflow", "solo", timers=True),
+    Pass("chain-solo", "chain", "solo"),
+    Pass("flow-prefork", "workflow", "prefork"),
+    Pass("chain-prefork", "chain", "prefork"),
+    Pass("flow-solo-py-spy", "workflow", "solo", sample=True),
+    Pass("chain-solo-py-spy", "chain", "solo", sample=True),
+]
+
+
+# --------------------------------------------------------------------------- report
+
+
+def report(results: list[PassResult]) -> None:
+    n = results[0].items
+    print(f"\none worker, {n} items queued before it starts, CPU and wall time per item (ms):")
+    roles = ["worker main process", "worker pool process", "postgresql", "redis", "other processes (noise)"]
+    header = f"  {'pass':<18} {'pool':<8} {'items/s':>8} {'wall':>6}  " + "  ".join(f"{r[:13]:>13}" for r in roles)
+    print(header)
+    for r in results:
+        cells = "  ".join(f"{r.cpu_ms.get(role, 0.0):13.3f}" for role in roles)
+        print(
+            f"  {r.spec.name:<18} {r.spec.pool:<8} {r.items / r.wall_s:8.1f} {r.wall_s / r.items * 1000:6.3f}  {cells}"
+        )
+
+    timed = next((r for r in results if r.spec.timers), None)
+    if timed is not None:
+        t = timed.items
+        handle = sum(v for k, v in timed.seconds.items() if k.startswith("outcome."))
+        print(f"\ntimers ({timed.spec.name}), wall ms per transition:")
+        print(f"  {'the whole transition (worker always busy)':<44} {timed.wall_s / t * 1000:6.3f}")
+        print(f"  {'  handle_step: what the library does':<44} {handle / t * 1000:6.3f}")
+        for key in TIMED_PARTS:
+            calls = timed.counts.get(key, 0)
+            print(f"  {'    ' + key:<44} {timed.seconds.get(key, 0.0) / t * 1000:6.3f}   ({calls} calls)")
+        rest = handle - sum(timed.seconds.get(k, 0.0) for k in TIMED_PARTS)
+        print(f"  {'    rest (engine, step function, records)':<44} {rest / t * 1000:6.3f}")
+        print(f"  {'  outside handle_step: Celery':<44} {(timed.wall_s - handle) / t * 1000:6.3f}")
+
+    for r in results:
+        s = r.samples
+        if not s.total:
             continue
-        unit = "hop" if r is chain else "transition"
-        print(f"\npy-spy ({r.name} pass, {r.total_samples} main-thread samples at {SAMPLE_RATE} Hz, wall clock):")
         per_item = r.wall_s / r.items * 1000
-        for label, count in r.samples.most_common():
-            if label.startswith("(other threads"):
-                continue
-            share = count / r.total_samples
-            print(f"  {label:<45} {share * 100:5.1f}%  ~{share * per_item:6.3f} ms per {unit}")
+        print(f"\npy-spy ({r.spec.name}: {s.total} main-thread samples at {SAMPLE_RATE_HZ} Hz, wall clock), "
+              f"ms per {r.unit}:")  # fmt: skip
+        for label, count in s.by_bucket.most_common():
+            share = count / s.total
+            waiting = s.waiting.get(label, 0) / count if count else 0.0
+            note = f"   ({waiting:.0%} waiting on the server)" if waiting >= 0.05 else ""
+            print(f"  {label:<46} {share:6.1%} {share * per_item:7.3f}{note}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.profile_worker", description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", type=int, default=1000)
+    p.add_argument("--runs", type=int, default=1000, help="workflow runs / chains queued per pass")
     p.add_argument("--loglevel", default="WARNING")
-    p.add_argument("--no-py-spy", action="store_true", help="timers only")
+    p.add_argument("--no-py-spy", action="store_true", help="skip the sampling passes")
+    p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     p.add_argument("--redis-db", type=int, default=DEFAULT_REDIS_DB)
     p.add_argument("--pg-admin-url", default=DEFAULT_PG_ADMIN_URL)
-    p.add_argument("--keep", type=Path, default=None, help="copy the py-spy raw stacks and worker logs here")
+    p.add_argument("--keep", type=Path, default=None, help="copy py-spy stacks and worker logs to this directory")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     broker_url = f"{args.redis_url.rstrip('/')}/{args.redis_db}"
     settings = Settings(
         runs=args.runs, workers=1, concurrency=1, pool="solo", loglevel=args.loglevel, repeats=1, idle_samples=0,
-        redeliver_after=PROFILE_REDELIVER_AFTER_S, timeout=600.0, redis_url=args.redis_url,
+        redeliver_after=PROFILE_REDELIVER_AFTER_S, timeout=args.timeout, redis_url=args.redis_url,
         pg_admin_url=args.pg_admin_url,
     )  # fmt: skip
+    passes = [x for x in PASSES if not (x.sample and args.no_py_spy)]
     workdir = Path(tempfile.mkdtemp(prefix="wfc-profile-"))
-    sample = not args.no_py_spy
+    results: list[PassResult] = []
     try:
-        timed = flow_pass("timers", settings, broker_url, workdir, timers=True, sample=False)
-        sampled = flow_pass("sampled", settings, broker_url, workdir, timers=False, sample=sample)
-        chain = chain_pass("chain", settings, broker_url, workdir, sample=sample)
-        report(timed, sampled, chain)
+        for x in passes:
+            results.append(run_pass(x, settings, broker_url, workdir))
+            r = results[-1]
+            print(f"  {x.name:<18} {r.items / r.wall_s:7.1f} {r.unit}s/s", flush=True)
+        report(results)
     finally:
         if args.keep is not None:
             shutil.copytree(workdir, args.keep, dirs_exist_ok=True)
-            print(f"\nraw stacks and logs copied to {args.keep}")
+            print(f"\npy-spy stacks and worker logs copied to {args.keep}")
         shutil.rmtree(workdir, ignore_errors=True)
-        flush_redis(broker_url)
     return 0
 
 

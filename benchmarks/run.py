@@ -44,6 +44,7 @@ from benchmarks.workers import ROOT
 
 QUICK_RUNS = 200
 DEFAULT_REDIS_DB = 12
+NOISY_LOAD = 0.05
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -176,7 +177,11 @@ def print_trial(t: Trial) -> None:
     cpu = t.extra.get("cpu_ms_per_item", {})
     per = "hop" if t.system == "chain" else "transition"
     line = ", ".join(f"{role} {ms:.2f}" for role, ms in cpu.items())
-    print(f"{'':16}CPU ms per {per}: {line} (total {sum(cpu.values()):.2f})")
+    other = t.extra.get("other_load", 0.0)
+    print(
+        f"{'':16}CPU ms per {per}: {line} (total {sum(cpu.values()):.2f}); "
+        f"other processes used {other:.0%} of the machine{'  <- noisy trial' if other > NOISY_LOAD else ''}"
+    )
     if t.system == "workflow":
         e = t.extra
         print(

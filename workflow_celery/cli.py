@@ -156,8 +156,19 @@ def cmd_show(args: argparse.Namespace) -> int:
         }
         for e in wf.store.errors(record.run_id)
     ]
+    detail["hook_errors"] = [
+        {
+            "hook": e.hook,
+            "message_id": e.message_id,
+            "count": e.count,
+            "error_type": e.last_error.error_type,
+            "message": e.last_error.message,
+            "at": e.last_error.occurred_at.isoformat(),
+        }
+        for e in wf.store.hook_errors(record.run_id)
+    ]
     detail["pending_messages"] = [
-        {"queue": m.queue, "due_at": m.due_at.isoformat(), "attempts": m.attempts, "body": dict(m.body)}
+        {"id": m.id, "queue": m.queue, "due_at": m.due_at.isoformat(), "attempts": m.attempts, "body": dict(m.body)}
         for m in wf.store.outbox(record.run_id)
     ]
     if args.json:
@@ -188,6 +199,13 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(f"    {e['error_type']}: {e['message']}")
             for line in e["traceback"].rstrip().splitlines()[-6:]:
                 print(f"      {line}")
+    if detail["hook_errors"]:
+        print("hook errors:")
+        pending = {m["id"] for m in detail["pending_messages"]}
+        for e in detail["hook_errors"]:
+            state = "still failing, will retry" if e["message_id"] in pending else "succeeded since"
+            print(f"  {e['hook']}: {e['count']} failed attempt(s), {state}; last at {e['at']}:")
+            print(f"    {e['error_type']}: {e['message']}")
     if detail["pending_messages"]:
         print("pending messages:")
         for m in detail["pending_messages"]:

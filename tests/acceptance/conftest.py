@@ -16,6 +16,10 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from examples.order_processing import Order, OrderStatus, order_workflow
+from tests.acceptance.helpers import client_app
+from workflow_celery import SQLStore, Workflow
+
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("WORKFLOW_CELERY_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 PG_ADMIN_URL = os.environ.get("WORKFLOW_CELERY_TEST_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
@@ -31,7 +35,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session; its URL."""
     name = f"wfc_accept_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = admin.url.set(database=name).render_as_string(hide_password=False)
@@ -152,3 +156,17 @@ def start_worker(tmp_path: Path, broker_url: str, pg_database: str) -> Iterator[
     yield start
     for w in workers:
         w.stop()
+
+
+@pytest.fixture
+def store(pg_database: str) -> Iterator[SQLStore]:
+    s = SQLStore(pg_database)
+    s.create_schema()
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def orders(broker_url: str, store: SQLStore) -> Workflow[Order, OrderStatus]:
+    """The order workflow as the application side sees it (publishes to the test's Redis db)."""
+    return order_workflow().build(client_app(broker_url), store)

@@ -4,51 +4,19 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-from celery import Celery
 from kombu import Connection, Exchange, Producer
 
-from examples.order_processing import Order, OrderStatus, order_workflow
+from examples.order_processing import Order, OrderStatus
 from tests.acceptance.conftest import Worker
+from tests.acceptance.helpers import client_app, wait_all_finished
 from tests.acceptance.killapp import REDELIVER_AFTER, Job, Step
 from tests.acceptance.killapp import builder as kill_builder
 from workflow_celery import RunState, SQLStore, Workflow
 
 FLOW = [OrderStatus.CREATED, OrderStatus.VALIDATED, OrderStatus.PAID, OrderStatus.FULFILLED]
-
-
-def client_app(broker_url: str) -> Celery:
-    app = Celery("client")
-    app.config_from_object("celeryconfig")
-    app.conf.broker_url = broker_url
-    return app
-
-
-@pytest.fixture
-def store(pg_database: str) -> Iterator[SQLStore]:
-    s = SQLStore(pg_database)
-    s.create_schema()
-    yield s
-    s.dispose()
-
-
-@pytest.fixture
-def orders(broker_url: str, store: SQLStore) -> Workflow[Order, OrderStatus]:
-    return order_workflow().build(client_app(broker_url), store)
-
-
-def wait_all_finished(wf: Workflow[object, object], run_ids: list[str], timeout: float) -> float:
-    start = time.monotonic()
-    pending = set(run_ids)
-    while pending and time.monotonic() - start < timeout:
-        pending = {r for r in pending if not wf.store.lookup(r).run_state.finished}
-        if pending:
-            time.sleep(0.2)
-    assert not pending, f"{len(pending)} of {len(run_ids)} runs not finished after {timeout}s"
-    return time.monotonic() - start
 
 
 def test_500_runs_complete_on_two_workers_with_contiguous_history(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,6 +20,8 @@ from ..core.options import WorkflowOptions
 from ..core.ports import Clock, OutboxMessage, RecordStore
 from ..core.workflow import Workflow
 from .queues import expand_queue_patterns
+
+METRICS_PORT_ENV = "WORKFLOW_CELERY_METRICS_PORT"
 
 __all__ = ["CeleryDispatcher", "attach_to_celery", "expand_queue_patterns", "registry"]
 
@@ -178,6 +181,11 @@ class RelayStep(bootsteps.StartStopStep):  # type: ignore[misc]
         workflows = list(registry(self._app).values())
         if workflows:
             self._thread, self._stop = Maintenance(workflows).start_thread("workflow-celery-relay")
+        port = os.environ.get(METRICS_PORT_ENV)
+        if port:
+            from ..metrics import serve
+
+            serve(int(port), os.environ.get("WORKFLOW_CELERY_METRICS_ADDR", "127.0.0.1"))
 
     def stop(self, worker: Any) -> None:
         self._stop.set()

@@ -1,0 +1,47 @@
+"""Shared by the acceptance tests: a client-side app and waiting for runs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from workflow_celery import Workflow
+
+
+def client_app(broker_url: str) -> Celery:
+    """The application side (a web view, a script): publishes, never consumes."""
+    app = Celery("client")
+    app.config_from_object("celeryconfig")
+    app.conf.broker_url = broker_url
+    return app
+
+
+def wait_all_finished(wf: Workflow[Any, Any], run_ids: list[str], timeout: float) -> float:
+    start = time.monotonic()
+    pending = set(run_ids)
+    while pending and time.monotonic() - start < timeout:
+        pending = {r for r in pending if not wf.store.lookup(r).run_state.finished}
+        if pending:
+            time.sleep(0.2)
+    assert not pending, f"{len(pending)} of {len(run_ids)} runs not finished after {timeout}s"
+    return time.monotonic() - start
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def marks(directory: Path, kind: str, run_id: str) -> list[dict[str, Any]]:
+    path = directory / f"{kind}.{run_id}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
