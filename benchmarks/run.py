@@ -44,7 +44,7 @@ from benchmarks.workers import ROOT
 
 QUICK_RUNS = 200
 DEFAULT_REDIS_DB = 12
-NOISY_LOAD = 0.05
+NOISY_LOAD = 0.10
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -56,7 +56,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--loglevel", default="WARNING", help="worker --loglevel (INFO adds two log lines per task to both systems)"
     )
-    p.add_argument("--repeats", type=int, default=2, help="trials of each system, interleaved a, b, a, b")
+    p.add_argument("--repeats", type=int, default=3, help="trials of each system, interleaved a, b, a, b")
     p.add_argument(
         "--idle-samples",
         type=int,

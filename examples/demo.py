@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from examples.notifications import Notifications
 from examples.order_processing import Order, OrderStatus, order_workflow
 from workflow_celery import InProcessBroker, RunState, SQLStore
 
@@ -28,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     store = SQLStore(url)
     store.create_schema()
     broker = InProcessBroker()
-    wf = order_workflow().build(broker, store)
+    notifications = Notifications(url)
+    wf = order_workflow(notifications).build(broker, store)
     print(f"workflow {wf.name}: statuses {', '.join(s.name for s in OrderStatus if s)}; database {url}")
     print(f"queues: {', '.join(wf.queues())}\n")
 
@@ -50,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                     label = OrderStatus(entry.status).name
                     print(f"{foreign_id:>10}  v{entry.version}  {label:<10} {entry.run_state.name}")
                 printed[run_id] = len(history)
-            if all(wf.lookup(r).run_state.finished for r in runs):
-                break
+            if all(wf.lookup(r).run_state.finished for r in runs) and not store.outbox():
+                break  # every run finished and every hook ran
             time.sleep(0.05)
     finally:
         broker.stop()
@@ -66,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{foreign_id:>10}  {rec.status.name:<10} {rec.run_state.name:<10} "
             f"charge={rec.object.charge_id} tracking={rec.object.tracking_number}"
         )
+    print("\nsent by the on_complete hook:")
+    for n in sorted(notifications.all(), key=lambda n: n["foreign_id"]):
+        print(f"{n['foreign_id']:>10}  {n['kind']:<13} {n['detail']}")
     print(f"\n{len(runs) - failed} of {len(runs)} runs completed")
     return 1 if failed else 0
 

@@ -1,4 +1,4 @@
-"""The order workflow: created -> validated -> paid -> fulfilled (or rejected).
+"""The order workflow: created -> validated -> paid -> fulfilled (or rejected), with its three hooks.
 
 Only the definition lives here; ``examples.orders`` binds it to Celery and
 PostgreSQL, ``examples.demo`` to SQLite and the in-process broker.
@@ -7,9 +7,13 @@ PostgreSQL, ``examples.demo`` to SQLite and the in-process broker.
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass, field
 
-from workflow_celery import Builder, Run
+from examples.notifications import Notifications
+from workflow_celery import Builder, Run, TypedRecord
+
+log = logging.getLogger(__name__)
 
 
 class OrderStatus(enum.IntEnum):
@@ -48,9 +52,30 @@ def fulfil(run: Run[Order, OrderStatus]) -> OrderStatus:
     return OrderStatus.FULFILLED
 
 
-def order_workflow() -> Builder[Order, OrderStatus]:
+def order_workflow(notifications: Notifications | None = None) -> Builder[Order, OrderStatus]:
     b = Builder("order-processing", Order, OrderStatus)
     b.add_step(OrderStatus.CREATED, validate, OrderStatus.VALIDATED, OrderStatus.REJECTED)
     b.add_step(OrderStatus.VALIDATED, pay, OrderStatus.PAID)
     b.add_step(OrderStatus.PAID, fulfil, OrderStatus.FULFILLED)
+    if notifications is None:
+        return b
+
+    @b.on_complete
+    def notify_customer(record: TypedRecord[Order, OrderStatus]) -> None:
+        if record.status != OrderStatus.FULFILLED:
+            return  # rejected orders complete too; nothing to tell the customer here
+        detail = f"order {record.object.id} shipped, tracking {record.object.tracking_number}"
+        if not notifications.send_once(record.run_id, "confirmation", record.foreign_id, detail):
+            log.info("confirmation for run %s was already sent", record.run_id)
+
+    @b.on_cancel
+    def release_inventory(record: TypedRecord[Order, OrderStatus]) -> None:
+        detail = f"release {', '.join(record.object.items) or 'nothing'}; refund {record.object.charge_id or 'none'}"
+        notifications.send_once(record.run_id, "cleanup", record.foreign_id, detail)
+
+    @b.on_pause
+    def open_ticket(record: TypedRecord[Order, OrderStatus]) -> None:
+        detail = f"order {record.foreign_id} paused at {record.status.name}: {record.meta.run_state_reason}"
+        notifications.send_once(record.run_id, "ticket", record.foreign_id, detail)
+
     return b

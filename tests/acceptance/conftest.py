@@ -16,6 +16,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from examples.notifications import Notifications
 from examples.order_processing import Order, OrderStatus, order_workflow
 from tests.acceptance.helpers import client_app
 from workflow_celery import SQLStore, Workflow
@@ -167,6 +168,9 @@ def store(pg_database: str) -> Iterator[SQLStore]:
 
 
 @pytest.fixture
-def orders(broker_url: str, store: SQLStore) -> Workflow[Order, OrderStatus]:
+def orders(broker_url: str, store: SQLStore, pg_database: str) -> Iterator[Workflow[Order, OrderStatus]]:
     """The order workflow as the application side sees it (publishes to the test's Redis db)."""
-    return order_workflow().build(client_app(broker_url), store)
+    # The same definition as the workers (hooks included): whoever commits a change rings its hooks.
+    notifications = Notifications(pg_database)
+    yield order_workflow(notifications).build(client_app(broker_url), store)
+    notifications.dispose()

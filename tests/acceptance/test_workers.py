@@ -128,3 +128,36 @@ def test_worker_killed_mid_step_loses_no_run(
     assert rec.object.attempts_seen == 2  # the killed attempt, then the one that finished
     assert [h.status for h in store.history(run_id)] == [Step.START, Step.WORKED, Step.DONE]
     assert recovered_in < REDELIVER_AFTER.total_seconds() + 30
+
+
+def test_the_order_example_with_its_three_hooks(
+    orders: Workflow[Order, OrderStatus], start_worker: Callable[..., Worker], store: SQLStore, pg_database: str
+) -> None:
+    from examples.notifications import Notifications
+
+    shipped, held, dropped = (
+        orders.trigger(f"ex-{n}", initial_value=Order(id=f"ex-{n}", items=["book"], total=9.5)) for n in range(3)
+    )
+    orders.pause(held, "address check")  # before any worker has seen it
+    orders.pause(dropped, "customer called")
+    orders.cancel(dropped, "customer cancelled")
+    start_worker("examples.orders", "order-processing.*", concurrency=2)
+    wait_all_finished(orders, [shipped, dropped], timeout=60)
+    orders.resume(held)
+    wait_all_finished(orders, [held], timeout=60)
+    notifications = Notifications(pg_database)
+    deadline = time.monotonic() + 30
+    while len(notifications.all()) < 5 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    sent = {(n["foreign_id"], n["kind"]) for n in notifications.all()}
+    assert sent == {
+        ("ex-0", "confirmation"),
+        ("ex-1", "ticket"),
+        ("ex-1", "confirmation"),
+        ("ex-2", "ticket"),
+        ("ex-2", "cleanup"),
+    }
+    detail = {(n["foreign_id"], n["kind"]): n["detail"] for n in notifications.all()}
+    notifications.dispose()
+    assert detail[("ex-1", "ticket")] == "order ex-1 paused at CREATED: address check"
+    assert store.outbox() == []
