@@ -189,6 +189,13 @@ class MemoryStore:
             for mid in message_ids:
                 self._outbox.pop(mid, None)
 
+    def postpone_outbox(self, message_ids: Sequence[str], due_at: datetime) -> None:
+        with self._lock:
+            for mid in message_ids:
+                msg = self._outbox.get(mid)
+                if msg is not None and msg.due_at < due_at:
+                    self._outbox[mid] = replace(msg, due_at=due_at)
+
     def record_error(self, run_id: str, status: int, error: ErrorInfo, retry: OutboxMessage | None) -> int:
         with self._lock:
             key = (run_id, status)

@@ -26,6 +26,8 @@ from .conftest import Backend, PostgresServer
 
 T0 = datetime(2024, 5, 17, 9, 30, 15, 123456, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
 T = TypeVar("T")
 
 
@@ -621,6 +623,15 @@ def test_delete_outbox(store: RecordStore) -> None:
     assert ids(store.outbox()) == ["h0", "h2"]
     store.delete_outbox([])
     assert ids(store.outbox()) == ["h0", "h2"]
+
+
+def test_postpone_outbox_only_moves_due_times_later(store: RecordStore) -> None:
+    r = rec()
+    store.insert_run(r, [msg(r, kind="hook", id="early", due_at=T0), msg(r, kind="hook", id="late", due_at=T0 + HOUR)])
+    store.postpone_outbox(["early", "late", "unknown"], T0 + MINUTE)
+    assert {m.id: m.due_at for m in store.outbox()} == {"early": T0 + MINUTE, "late": T0 + HOUR}
+    store.postpone_outbox([], T0 + 2 * HOUR)
+    assert store.claim_due_outbox(T0 + 30 * SECOND, limit=5, redeliver_after=SECOND, max_interval=SECOND) == []
 
 
 # --------------------------------------------------------------------------- errors

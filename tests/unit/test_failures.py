@@ -349,3 +349,30 @@ def test_reconciler_rings_runs_that_lost_their_doorbell() -> None:
     assert wf.reconcile_once() == 1
     broker.drain()
     assert wf.lookup(run_id).run_state == RunState.COMPLETED
+
+
+def test_a_step_longer_than_redeliver_after_runs_once() -> None:
+    import threading
+    import time
+
+    calls: list[float] = []
+    lock = threading.Lock()
+
+    def slow(run: Run[Thing, Status]) -> Status:
+        with lock:
+            calls.append(time.monotonic())
+        time.sleep(2.0)  # four times redeliver_after
+        return Status.MIDDLE
+
+    b = Builder("slow", Thing, Status)
+    b.add_step(Status.START, slow, Status.MIDDLE)
+    b.add_step(Status.MIDDLE, middle, Status.END)
+    broker, store = InProcessBroker(), MemoryStore()
+    wf = b.build(broker, store, redeliver_after=timedelta(seconds=0.5), relay_interval=timedelta(seconds=0.1))
+    broker.start(workers=2)
+    try:
+        run_id = wf.trigger("s-1")
+        wf.await_status("s-1", run_id, Status.END, timeout=10)
+    finally:
+        broker.stop()
+    assert len(calls) == 1  # the lease kept the relay from ringing the running step's doorbell again

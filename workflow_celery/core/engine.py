@@ -19,6 +19,7 @@ from .codec import ObjectCodec
 from .definition import Definition, StepSpec
 from .errors import InvalidTransition, RecordNotFound, SerializationError, WorkflowError
 from .hooks import HookOutcome, HookRunner, NoMetrics, hook_doorbells
+from .lease import LEASES
 from .messages import Action, Doorbells, Message, doorbell, parse_message
 from .options import WorkflowOptions
 from .ports import Clock, Dispatcher, ErrorInfo, OutboxMessage, RecordStore
@@ -314,10 +315,14 @@ class Engine(Generic[T, S]):
         if run.run_state == RunState.INITIATED:
             # As in the original: a step sees its run as running, so run.cancel() works on the first step.
             run.run_state = RunState.RUNNING
+        lease = LEASES.hold(
+            self.store, self.clock, f"{record.run_id}.{record.meta.version}", self.options.redeliver_after
+        )
         try:
-            result = spec.fn(run)
-            if spec.is_async or asyncio.iscoroutine(result):
-                result = asyncio.run(result)
+            with lease:
+                result = spec.fn(run)
+                if spec.is_async or asyncio.iscoroutine(result):
+                    result = asyncio.run(result)
         except Exception as exc:
             return self._fail(spec, record, exc)
         now = self.clock.now()

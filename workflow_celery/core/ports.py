@@ -182,6 +182,10 @@ class RecordStore(Protocol):
 
     def delete_outbox(self, message_ids: Sequence[str]) -> None: ...
 
+    def postpone_outbox(self, message_ids: Sequence[str], due_at: datetime) -> None:
+        """Move these doorbells' ``due_at`` to ``due_at`` if that is later (a lease on running work)."""
+        ...
+
     def record_error(self, run_id: str, status: int, error: ErrorInfo, retry: OutboxMessage | None) -> int:
         """Count a failed attempt of the step at ``status``; return the new count.
 

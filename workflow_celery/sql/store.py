@@ -366,6 +366,11 @@ _SQ_MOVE_DOORBELL: Update = (
 _SQ_RESET_ERRORS: Update = step_errors.update().where(step_errors.c.run_id == bindparam("b_run_id")).values(count=0)
 _SQ_INSERT_OUTBOX = sqlite_insert(outbox).on_conflict_do_nothing(index_elements=[outbox.c.id])
 _SQ_DELETE_OUTBOX: Delete = delete(outbox).where(outbox.c.id.in_(bindparam("b_ids", expanding=True)))
+_POSTPONE_OUTBOX: Update = (
+    outbox.update()
+    .where(outbox.c.id.in_(bindparam("b_ids", expanding=True)), outbox.c.due_at < bindparam("b_due_at"))
+    .values(due_at=bindparam("b_due_at"))
+)
 _sq_error_insert = sqlite_insert(step_errors)
 _SQ_RECORD_ERROR = _sq_error_insert.on_conflict_do_update(
     index_elements=[step_errors.c.run_id, step_errors.c.status],
@@ -829,6 +834,18 @@ class SQLStore:
             return
         with self._write() as conn:
             conn.execute(_SQ_DELETE_OUTBOX, {"b_ids": list(message_ids)})
+
+    def postpone_outbox(self, message_ids: Sequence[str], due_at: datetime) -> None:
+        """Push these doorbells' due time out to ``due_at`` (never earlier): the lease of running work."""
+        if not message_ids:
+            return
+        params = {"b_ids": list(message_ids), "b_due_at": due_at}
+        if self._pg:
+            with self._statement() as conn:
+                conn.execute(_POSTPONE_OUTBOX, params)
+            return
+        with self._write() as conn:
+            conn.execute(_POSTPONE_OUTBOX, params)
 
     # ------------------------------------------------------------------ errors
 
