@@ -189,3 +189,21 @@ def test_dataclass_pydantic_and_dict_objects_round_trip(object_type: type, value
     broker.drain()
     got = wf.lookup(run_id).object
     assert got == value and type(got) is type(value)
+
+
+def test_worker_refuses_a_time_limit_longer_than_the_visibility_timeout() -> None:
+    from celery import Celery
+    from celery.exceptions import ImproperlyConfigured
+
+    from workflow_celery.celery_adapter import check_time_limits
+
+    app = Celery("t", broker="redis://127.0.0.1:1/0")
+    app.conf.task_time_limit = 7200
+    app.conf.broker_transport_options = {"visibility_timeout": 3600}
+    with pytest.raises(ImproperlyConfigured, match="visibility_timeout"):
+        check_time_limits(app)
+    app.conf.task_time_limit = 300
+    check_time_limits(app)
+    app.conf.broker_url = "amqp://guest@127.0.0.1//"
+    app.conf.task_time_limit = 7200
+    check_time_limits(app)  # RabbitMQ has no visibility timeout

@@ -135,6 +135,7 @@ def _install_worker_support(app: Celery) -> None:
         if instance is None or getattr(instance, "app", None) is not app:
             return
         worker_app: Celery = instance.app
+        check_time_limits(worker_app)
         original = instance.setup_queues
 
         def setup_queues(include: Any, exclude: Any = None) -> Any:
@@ -157,6 +158,31 @@ def _install_worker_support(app: Celery) -> None:
 
     signals.celeryd_init.connect(on_celeryd_init, weak=False)
     app.steps["worker"].add(RelayStep)
+
+
+def check_time_limits(app: Celery) -> None:
+    """Refuse to start when Redis would hand a running step to a second worker.
+
+    With Redis (and SQS) an unacknowledged message is delivered again after
+    ``visibility_timeout``; a step allowed to run longer than that would run
+    twice at the same time. Doorbell leases cover our own relay, not that.
+    """
+    url = str(app.conf.broker_url or "")
+    if not url.startswith(("redis", "rediss", "sqs")):
+        return
+    visibility = (app.conf.broker_transport_options or {}).get("visibility_timeout", 3600)
+    limit = app.conf.task_time_limit
+    if limit is None:
+        log.warning(
+            "task_time_limit is not set: a step running longer than the broker's visibility_timeout (%ss) "
+            "would be delivered to a second worker while it runs",
+            visibility,
+        )
+    elif limit >= visibility:
+        raise ImproperlyConfigured(
+            f"task_time_limit ({limit}s) must be shorter than broker_transport_options['visibility_timeout'] "
+            f"({visibility}s): the broker would deliver a running step to a second worker"
+        )
 
 
 def _as_list(value: Any) -> list[str]:
