@@ -36,6 +36,7 @@ TRANSITIONS_PER_RUN = len(FLOW) - 1
 FLOW_QUEUES = "order-processing.*"
 IDLE_KEY = "bench-chain:idle"
 IDLE_TIMEOUT_S = 30.0
+STALL_S = 60.0
 FINISHED_VALUES = [int(s) for s in RunState if s.finished]
 
 
@@ -81,6 +82,32 @@ class Trial:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class Progress:
+    """Fails a trial that takes too long, or sooner if nothing has finished for ``STALL_S``.
+
+    A trial stalls when its messages are gone (say, the Redis db was flushed by
+    someone else); waiting for the full timeout would only hide that.
+    """
+
+    def __init__(self, what: str, total: int, timeout: float) -> None:
+        self.what = what
+        self.total = total
+        now = time.monotonic()
+        self.deadline = now + timeout
+        self.timeout = timeout
+        self.last = -1
+        self.last_change = now
+
+    def check(self, done: int) -> None:
+        now = time.monotonic()
+        if done != self.last:
+            self.last, self.last_change = done, now
+        if now > self.deadline:
+            raise TimeoutError(f"{self.what}: {done} of {self.total} done after {self.timeout:.0f}s")
+        if now - self.last_change > STALL_S:
+            raise TimeoutError(f"{self.what}: stalled at {done} of {self.total} for {STALL_S:.0f}s")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -145,10 +172,9 @@ def run_chain_trial(settings: Settings, number: int, broker_url: str, workdir: P
                 for i in range(n):
                     chain_app.send_hop(1, f"t{number}-{i}", time.time(), chain_app.DONE_KEY, producer)
             trigger_s = time.time() - started
-            deadline = time.monotonic() + settings.timeout
-            while (done := client.llen(chain_app.DONE_KEY)) < n:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"chain trial {number}: {done} of {n} chains done after {settings.timeout}s")
+            watch = Progress(f"chain trial {number}", n, settings.timeout)
+            while (done := int(client.llen(chain_app.DONE_KEY))) < n:
+                watch.check(done)
                 time.sleep(0.05)
             cpu_used = cpu.used(cpu_before, cpu.snapshot(groups), postgresql_pids=set())
             spans = [_span(raw) for raw in client.lrange(chain_app.DONE_KEY, 0, -1)]
@@ -263,10 +289,9 @@ def _measure_flow(
         wf.trigger(f"bench-{number}-{i}", initial_value=Order(id=f"o{i}", items=["book"], total=10.0)) for i in range(n)
     ]
     trigger_s = time.time() - started
-    deadline = time.monotonic() + settings.timeout
+    watch = Progress(f"workflow trial {number}", n, settings.timeout)
     while (done := count_finished(store)) < n:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"workflow trial {number}: {done} of {n} runs finished after {settings.timeout}s")
+        watch.check(done)
         time.sleep(0.1)
     with store.engine.connect() as conn:
         mine = cpu.postgresql_pids(conn)

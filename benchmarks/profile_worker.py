@@ -48,7 +48,7 @@ from workflow_celery import SQLStore
 
 PROFILE_REDELIVER_AFTER_S = 3600.0
 SAMPLE_RATE_HZ = 200
-DEFAULT_REDIS_DB = 11
+DEFAULT_REDIS_DB = 1  # not 0 (celeryconfig's default), 2 (benchmarks.run) or 3-15 (acceptance tests)
 TIMED_PARTS = ("store.lookup", "store.update_run", "dispatcher.publish", "codec.decode", "codec.encode")
 
 System = Literal["workflow", "chain"]

@@ -24,6 +24,7 @@ class MemoryStore:
         self._outbox: dict[str, OutboxMessage] = {}
         self._errors: dict[tuple[str, int], StepErrors] = {}
         self._hook_errors: dict[str, HookErrors] = {}
+        self._slots: dict[tuple[str, int, int], tuple[str, datetime]] = {}
 
     def create_schema(self) -> None:
         return None
@@ -195,6 +196,35 @@ class MemoryStore:
                 msg = self._outbox.get(mid)
                 if msg is not None and msg.due_at < due_at:
                     self._outbox[mid] = replace(msg, due_at=due_at)
+
+    def reschedule_outbox(self, message_ids: Sequence[str], due_at: datetime) -> None:
+        with self._lock:
+            for mid in message_ids:
+                msg = self._outbox.get(mid)
+                if msg is not None:
+                    self._outbox[mid] = replace(msg, due_at=due_at)
+
+    def acquire_slot(
+        self, workflow_name: str, status: int, limit: int, holder: str, now: datetime, expires_at: datetime
+    ) -> bool:
+        with self._lock:
+            for slot in range(limit):
+                taken = self._slots.get((workflow_name, status, slot))
+                if taken is None or taken[1] < now:
+                    self._slots[(workflow_name, status, slot)] = (holder, expires_at)
+                    return True
+            return False
+
+    def extend_slot(self, holder: str, expires_at: datetime) -> None:
+        with self._lock:
+            for key, (who, _) in list(self._slots.items()):
+                if who == holder:
+                    self._slots[key] = (holder, expires_at)
+
+    def release_slot(self, holder: str) -> None:
+        with self._lock:
+            for key in [k for k, (who, _) in self._slots.items() if who == holder]:
+                del self._slots[key]
 
     def record_error(self, run_id: str, status: int, error: ErrorInfo, retry: OutboxMessage | None) -> int:
         with self._lock:

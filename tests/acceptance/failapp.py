@@ -96,8 +96,11 @@ def make_hook(event: str):  # type: ignore[no-untyped-def]
 
 def builder() -> Builder[Task, Stage]:
     b = Builder("flaky-steps", Task, Stage)
+    parallel = os.environ.get("WFC_PARALLEL")
     b.add_step(Stage.START, start, Stage.MIDDLE).with_options(
-        err_backoff=timedelta(seconds=1), pause_after_err_count=int(os.environ.get("WFC_PAUSE_AFTER", "0"))
+        err_backoff=timedelta(seconds=1),
+        pause_after_err_count=int(os.environ.get("WFC_PAUSE_AFTER", "0")),
+        parallel_count=int(parallel) if parallel else None,
     )
     b.add_step(Stage.MIDDLE, middle, Stage.DONE)
     b.on_complete(make_hook("complete"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import time
@@ -152,3 +153,19 @@ def test_workers_killed_repeatedly_during_500_runs(
         assert [h.version for h in history] == [1, 2, 3], run_id
         assert [h.status for h in history] == [Step.START, Step.WORKED, Step.DONE], run_id
         assert sum(h.run_state == RunState.COMPLETED for h in history) == 1
+
+
+def test_parallel_count_limits_a_step_across_workers(
+    broker_url: str, store: SQLStore, start_worker: Callable[..., Worker], tmp_path: Path
+) -> None:
+    wf = flaky(broker_url, store)
+    for _ in range(2):
+        start_worker(APP, "flaky-steps.*", concurrency=2, env={"WFC_PARALLEL": "1"})
+    run_ids = [wf.trigger(f"par-{i}", initial_value=Task(marker_dir=str(tmp_path), step_sleep=0.3)) for i in range(6)]
+    wait_all_finished(wf, run_ids, timeout=120)
+    starts = sorted(m["t"] for r in run_ids for m in marks(tmp_path, "attempt", r))
+    assert len(starts) == 6
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    print(f"gaps between step starts with parallel_count=1 on 4 processes: {[round(g, 2) for g in gaps]}")
+    assert min(gaps) >= 0.29  # never two executions of the step at once
+    assert len({m["pid"] for r in run_ids for m in marks(tmp_path, "attempt", r)}) > 1  # several processes took part

@@ -21,10 +21,11 @@ import sqlalchemy as sa
 from workflow_celery.core.ports import RecordStore
 from workflow_celery.memory import MemoryStore
 from workflow_celery.sql import SQLStore
+from workflow_celery.sql.schema import ALL_TABLES
 
 PG_URL_ENV = "WORKFLOW_CELERY_TEST_PG_URL"
 DEFAULT_PG_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
-TABLES = ("workflow_records", "workflow_history", "workflow_outbox", "workflow_step_errors", "workflow_hook_errors")
+TABLES = tuple(t.name for t in ALL_TABLES)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -139,7 +139,7 @@ def test_create_schema_is_idempotent_and_keeps_data(store: RecordStore) -> None:
 
 def test_migrations_reach_head_and_match_schema_module(sql_backend: Backend) -> None:
     assert sql_backend.url is not None
-    assert migrate.current(sql_backend.url) == migrate.head() == "0001"
+    assert migrate.current(sql_backend.url) == migrate.head() == "0002"
     engine = sa.create_engine(sql_backend.url)
     try:
         with engine.connect() as conn:
@@ -157,6 +157,7 @@ def test_migrations_reach_head_and_match_schema_module(sql_backend: Backend) -> 
         "workflow_outbox",
         "workflow_step_errors",
         "workflow_hook_errors",
+        "workflow_step_slots",
     }
 
 
@@ -632,6 +633,52 @@ def test_postpone_outbox_only_moves_due_times_later(store: RecordStore) -> None:
     assert {m.id: m.due_at for m in store.outbox()} == {"early": T0 + MINUTE, "late": T0 + HOUR}
     store.postpone_outbox([], T0 + 2 * HOUR)
     assert store.claim_due_outbox(T0 + 30 * SECOND, limit=5, redeliver_after=SECOND, max_interval=SECOND) == []
+
+
+def test_reschedule_outbox_sets_the_due_time(store: RecordStore) -> None:
+    r = rec()
+    store.insert_run(r, [msg(r, kind="hook", id="a", due_at=T0 + HOUR)])
+    store.reschedule_outbox(["a", "unknown"], T0 + SECOND)
+    assert [m.due_at for m in store.outbox()] == [T0 + SECOND]
+    assert ids(store.claim_due_outbox(T0 + SECOND, limit=5, redeliver_after=SECOND, max_interval=SECOND)) == ["a"]
+
+
+# --------------------------------------------------------------------------- slots
+
+
+def test_slots_admit_up_to_the_limit(store: RecordStore) -> None:
+    take = [store.acquire_slot("wf", 2, 3, f"h{i}", T0, T0 + MINUTE) for i in range(5)]
+    assert take == [True, True, True, False, False]
+    assert store.acquire_slot("wf", 3, 1, "other-status", T0, T0 + MINUTE)  # slots are per status
+    assert store.acquire_slot("other-wf", 2, 1, "other-workflow", T0, T0 + MINUTE)
+    store.release_slot("h1")
+    assert store.acquire_slot("wf", 2, 3, "h5", T0, T0 + MINUTE)
+    assert not store.acquire_slot("wf", 2, 3, "h6", T0, T0 + MINUTE)
+    store.release_slot("unknown")
+
+
+def test_expired_slots_are_free_again_and_extension_keeps_them(store: RecordStore) -> None:
+    assert store.acquire_slot("wf", 2, 2, "dead", T0, T0 + MINUTE)
+    assert store.acquire_slot("wf", 2, 2, "alive", T0, T0 + MINUTE)
+    store.extend_slot("alive", T0 + HOUR)
+    later = T0 + 2 * MINUTE
+    assert store.acquire_slot("wf", 2, 2, "new", later, later + MINUTE)  # took the dead holder's slot
+    assert not store.acquire_slot("wf", 2, 2, "another", later, later + MINUTE)
+    store.release_slot("dead")  # the dead holder's late release does not free the slot someone else holds
+    assert not store.acquire_slot("wf", 2, 2, "another", later, later + MINUTE)
+
+
+def test_concurrent_slot_takers_never_exceed_the_limit(backend: Backend) -> None:
+    stores = [backend.open() for _ in range(8)]
+
+    def take(i: int) -> bool:
+        return stores[i].acquire_slot("wf", 2, 3, f"h{i}", T0, T0 + MINUTE)
+
+    results = run_threads(8, take)
+    assert results.count(True) <= 3 and all(isinstance(r, bool) for r in results)
+    assert sum(
+        backend.store.acquire_slot("wf", 2, 3, f"late{i}", T0, T0 + MINUTE) for i in range(3)
+    ) == 3 - results.count(True)
 
 
 # --------------------------------------------------------------------------- errors

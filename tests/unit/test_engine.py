@@ -315,3 +315,38 @@ def test_visualise_is_mermaid() -> None:
 
 def test_step_functions_are_plain_functions() -> None:
     assert start.__name__ == "start" and middle.__name__ == "middle"
+
+
+def test_parallel_count_limits_concurrent_executions_of_a_step() -> None:
+    import time
+    from datetime import timedelta
+
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def busy(run: Run[Thing, Status]) -> Status:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.15)
+        with lock:
+            running -= 1
+        return Status.MIDDLE
+
+    b = Builder("limited", Thing, Status)
+    b.add_step(Status.START, busy, Status.MIDDLE).with_options(parallel_count=2)
+    b.add_step(Status.MIDDLE, middle, Status.END)
+    broker, store = InProcessBroker(), MemoryStore()
+    wf = b.build(broker, store, relay_interval=timedelta(seconds=0.1))
+    broker.start(workers=6)
+    try:
+        ids = [wf.trigger(f"l-{i}") for i in range(8)]
+        for i, run_id in enumerate(ids):
+            wf.await_status(f"l-{i}", run_id, Status.END, timeout=30)
+    finally:
+        broker.stop()
+    assert peak == 2
+    assert any(o == Outcome.WAITING_FOR_SLOT for _, o in broker.outcomes)
+    assert all(len(store.history(r)) == 3 for r in ids)

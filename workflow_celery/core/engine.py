@@ -11,6 +11,7 @@ import enum
 import logging
 import random
 import traceback
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -36,6 +37,8 @@ MAX_ERROR_MESSAGE = 2000
 TRACEBACK_HEAD_LINES = 30
 PAUSE_REASON_MAX_ERRORS = "max error retry threshold hit"
 DELETED_PLACEHOLDER = b'{"result":"deleted"}'
+SLOT_RETRY_MIN_SECONDS = 0.5
+SLOT_RETRY_MAX_SECONDS = 1.5
 
 
 class Outcome(enum.Enum):
@@ -51,6 +54,7 @@ class Outcome(enum.Enum):
     DATA_DELETED = "data_deleted"
     RETRY_SCHEDULED = "retry_scheduled"
     PAUSED_AFTER_ERRORS = "paused_after_errors"
+    WAITING_FOR_SLOT = "waiting_for_slot"
     DROPPED_STALE = "dropped_stale"
     DROPPED_STOPPED = "dropped_stopped"
     DROPPED_UNKNOWN_RUN = "dropped_unknown_run"
@@ -311,12 +315,35 @@ class Engine(Generic[T, S]):
         return Outcome.RESUMED
 
     def _run_step(self, spec: StepSpec, record: Record) -> Outcome:
+        limit = spec.options.parallel_count
+        if not limit:
+            return self._run_step_leased(spec, record, None)
+        now = self.clock.now()
+        holder = f"{record.run_id}.{record.meta.version}/{uuid.uuid4().hex[:12]}"
+        if not self.store.acquire_slot(
+            self.definition.name, spec.status, limit, holder, now, now + self.options.redeliver_after
+        ):
+            # All slots are busy: ring again shortly, through the relay, instead of holding a worker.
+            wait = timedelta(seconds=random.uniform(SLOT_RETRY_MIN_SECONDS, SLOT_RETRY_MAX_SECONDS))
+            self.store.reschedule_outbox([f"{record.run_id}.{record.meta.version}"], now + wait)
+            return Outcome.WAITING_FOR_SLOT
+        try:
+            return self._run_step_leased(spec, record, holder)
+        finally:
+            self.store.release_slot(holder)
+
+    def _run_step_leased(self, spec: StepSpec, record: Record, slot_holder: str | None) -> Outcome:
         run = self.to_run(record)
         if run.run_state == RunState.INITIATED:
             # As in the original: a step sees its run as running, so run.cancel() works on the first step.
             run.run_state = RunState.RUNNING
         lease = LEASES.hold(
-            self.store, self.clock, f"{record.run_id}.{record.meta.version}", self.options.redeliver_after
+            self.store,
+            self.clock,
+            f"{record.run_id}.{record.meta.version}",
+            self.options.redeliver_after,
+            rung_at=record.updated_at,
+            slot_holder=slot_holder,
         )
         try:
             with lease:

@@ -186,6 +186,28 @@ class RecordStore(Protocol):
         """Move these doorbells' ``due_at`` to ``due_at`` if that is later (a lease on running work)."""
         ...
 
+    def reschedule_outbox(self, message_ids: Sequence[str], due_at: datetime) -> None:
+        """Set these doorbells' ``due_at`` (earlier or later): the relay rings them then."""
+        ...
+
+    def acquire_slot(
+        self, workflow_name: str, status: int, limit: int, holder: str, now: datetime, expires_at: datetime
+    ) -> bool:
+        """Take one of ``limit`` slots of a step for ``holder`` until ``expires_at``; False if all are taken.
+
+        A slot whose holder's lease expired (its worker died) is free again.
+        Safe with many callers at once: no more than ``limit`` holders at a time.
+        """
+        ...
+
+    def extend_slot(self, holder: str, expires_at: datetime) -> None:
+        """Move the expiry of ``holder``'s slot (a step still running)."""
+        ...
+
+    def release_slot(self, holder: str) -> None:
+        """Free ``holder``'s slot (no-op if it expired and was taken by another)."""
+        ...
+
     def record_error(self, run_id: str, status: int, error: ErrorInfo, retry: OutboxMessage | None) -> int:
         """Count a failed attempt of the step at ``status``; return the new count.
 

@@ -161,4 +161,17 @@ hook_errors = Table(
 
 Index("ix_workflow_hook_errors_run_id", hook_errors.c.run_id)
 
-ALL_TABLES = (records, history, outbox, step_errors, hook_errors)
+step_slots = Table(
+    "workflow_step_slots",
+    metadata,
+    Column("workflow_name", Text, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("slot", Integer, nullable=False),
+    Column("holder", Text, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("workflow_name", "status", "slot", name="pk_workflow_step_slots"),
+)
+
+Index("ix_workflow_step_slots_holder", step_slots.c.holder)
+
+ALL_TABLES = (records, history, outbox, step_errors, hook_errors, step_slots)

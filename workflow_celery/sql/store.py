@@ -57,6 +57,7 @@ from .schema import (
     outbox,
     records,
     step_errors,
+    step_slots,
     to_utc,
 )
 
@@ -366,6 +367,45 @@ _SQ_MOVE_DOORBELL: Update = (
 _SQ_RESET_ERRORS: Update = step_errors.update().where(step_errors.c.run_id == bindparam("b_run_id")).values(count=0)
 _SQ_INSERT_OUTBOX = sqlite_insert(outbox).on_conflict_do_nothing(index_elements=[outbox.c.id])
 _SQ_DELETE_OUTBOX: Delete = delete(outbox).where(outbox.c.id.in_(bindparam("b_ids", expanding=True)))
+_RESCHEDULE_OUTBOX: Update = (
+    outbox.update().where(outbox.c.id.in_(bindparam("b_ids", expanding=True))).values(due_at=bindparam("b_due_at"))
+)
+# One statement: pick a slot nobody holds (or whose lease expired) and take it. Two callers
+# picking the same slot meet in ON CONFLICT; the loser's WHERE sees the fresh lease and gets
+# no row back, so it counts as busy: never more than ``limit`` holders.
+_PG_ACQUIRE_SLOT = text("""
+WITH free AS (
+    SELECT s AS slot FROM generate_series(0, CAST(:limit AS integer) - 1) AS s
+    WHERE NOT EXISTS (
+        SELECT 1 FROM workflow_step_slots t
+        WHERE t.workflow_name = :workflow_name AND t.status = :status AND t.slot = s AND t.expires_at >= :now
+    )
+    ORDER BY random()
+    LIMIT 1
+)
+INSERT INTO workflow_step_slots (workflow_name, status, slot, holder, expires_at)
+SELECT :workflow_name, :status, slot, :holder, :expires_at FROM free
+ON CONFLICT (workflow_name, status, slot) DO UPDATE
+    SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+    WHERE workflow_step_slots.expires_at < :now
+RETURNING slot
+""")
+_SLOTS_TAKEN = select(step_slots.c.slot).where(
+    step_slots.c.workflow_name == bindparam("b_workflow_name"),
+    step_slots.c.status == bindparam("b_status"),
+    step_slots.c.expires_at >= bindparam("b_now"),
+)
+_SQ_TAKE_SLOT = sqlite_insert(step_slots).on_conflict_do_update(
+    index_elements=[step_slots.c.workflow_name, step_slots.c.status, step_slots.c.slot],
+    set_={
+        "holder": sqlite_insert(step_slots).excluded.holder,
+        "expires_at": sqlite_insert(step_slots).excluded.expires_at,
+    },
+)
+_EXTEND_SLOT: Update = (
+    step_slots.update().where(step_slots.c.holder == bindparam("b_holder")).values(expires_at=bindparam("b_expires_at"))
+)
+_RELEASE_SLOT: Delete = delete(step_slots).where(step_slots.c.holder == bindparam("b_holder"))
 _POSTPONE_OUTBOX: Update = (
     outbox.update()
     .where(outbox.c.id.in_(bindparam("b_ids", expanding=True)), outbox.c.due_at < bindparam("b_due_at"))
@@ -846,6 +886,75 @@ class SQLStore:
             return
         with self._write() as conn:
             conn.execute(_POSTPONE_OUTBOX, params)
+
+    def reschedule_outbox(self, message_ids: Sequence[str], due_at: datetime) -> None:
+        """Set these doorbells' due time; the relay rings them when it comes."""
+        if not message_ids:
+            return
+        params = {"b_ids": list(message_ids), "b_due_at": due_at}
+        if self._pg:
+            with self._statement() as conn:
+                conn.execute(_RESCHEDULE_OUTBOX, params)
+            return
+        with self._write() as conn:
+            conn.execute(_RESCHEDULE_OUTBOX, params)
+
+    # ------------------------------------------------------------------ slots
+
+    def acquire_slot(
+        self, workflow_name: str, status: int, limit: int, holder: str, now: datetime, expires_at: datetime
+    ) -> bool:
+        """Take one of ``limit`` slots of a step (``parallel_count``); False when all are held."""
+        if self._pg:
+            params = {
+                "workflow_name": workflow_name,
+                "status": status,
+                "limit": limit,
+                "holder": holder,
+                "now": now,
+                "expires_at": expires_at,
+            }
+            with self._statement() as conn:
+                return conn.execute(_PG_ACQUIRE_SLOT, params).first() is not None
+        with self._write() as conn:
+            taken = set(
+                conn.execute(_SLOTS_TAKEN, {"b_workflow_name": workflow_name, "b_status": status, "b_now": now})
+                .scalars()
+                .all()
+            )
+            free = next((slot for slot in range(limit) if slot not in taken), None)
+            if free is None:
+                return False
+            conn.execute(
+                _SQ_TAKE_SLOT,
+                {
+                    "workflow_name": workflow_name,
+                    "status": status,
+                    "slot": free,
+                    "holder": holder,
+                    "expires_at": expires_at,
+                },
+            )
+            return True
+
+    def extend_slot(self, holder: str, expires_at: datetime) -> None:
+        """Push the expiry of ``holder``'s slot: its step is still running."""
+        params = {"b_holder": holder, "b_expires_at": expires_at}
+        if self._pg:
+            with self._statement() as conn:
+                conn.execute(_EXTEND_SLOT, params)
+            return
+        with self._write() as conn:
+            conn.execute(_EXTEND_SLOT, params)
+
+    def release_slot(self, holder: str) -> None:
+        """Free ``holder``'s slot."""
+        if self._pg:
+            with self._statement() as conn:
+                conn.execute(_RELEASE_SLOT, {"b_holder": holder})
+            return
+        with self._write() as conn:
+            conn.execute(_RELEASE_SLOT, {"b_holder": holder})
 
     # ------------------------------------------------------------------ errors
 
