@@ -24,7 +24,7 @@ from .lease import LEASES
 from .messages import Action, Doorbells, Message, doorbell, parse_message
 from .options import WorkflowOptions
 from .ports import Clock, Dispatcher, ErrorInfo, OutboxMessage, RecordStore
-from .record import Meta, Record
+from .record import HistoryEntry, Meta, Record, TypedRecord
 from .run import Directive, DirectiveKind, Run
 from .run_state import RunState, check_transition
 
@@ -86,7 +86,7 @@ class Engine(Generic[T, S]):
             store,
             clock,
             options,
-            lambda data, run_id: self.codec.decode(data, run_id=run_id),
+            lambda record, entry: TypedRecord(**self.fields(record, entry)),
             options.metrics if options.metrics is not None else NoMetrics(),
         )
 
@@ -177,18 +177,39 @@ class Engine(Generic[T, S]):
             ),
         )
 
+    def fields(self, record: Record, entry: HistoryEntry | None = None) -> dict[str, Any]:
+        """A run's fields, now or (with ``entry``) as they were at one stored version."""
+        if entry is None:
+            return {
+                "workflow_name": record.workflow_name,
+                "foreign_id": record.foreign_id,
+                "run_id": record.run_id,
+                "run_state": record.run_state,
+                "status": self.definition.status(record.status),
+                "object": self.codec.decode(record.object, run_id=record.run_id),
+                "created_at": record.created_at,
+                "updated_at": record.updated_at,
+                "meta": record.meta,
+            }
+        return {
+            "workflow_name": record.workflow_name,
+            "foreign_id": record.foreign_id,
+            "run_id": record.run_id,
+            "run_state": entry.run_state,
+            "status": self.definition.status(entry.status),
+            "object": self.codec.decode(entry.object, run_id=record.run_id),
+            "created_at": record.created_at,
+            "updated_at": entry.created_at,
+            "meta": Meta(
+                version=entry.version,
+                run_state_reason=entry.reason,
+                status_description=self.definition.status_name(entry.status),
+                trace_origin=record.meta.trace_origin,
+            ),
+        }
+
     def to_run(self, record: Record) -> Run[T, S]:
-        return Run(
-            workflow_name=record.workflow_name,
-            foreign_id=record.foreign_id,
-            run_id=record.run_id,
-            run_state=record.run_state,
-            status=self.definition.status(record.status),
-            object=self.codec.decode(record.object, run_id=record.run_id),
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-            meta=record.meta,
-        )
+        return Run(**self.fields(record))
 
     def change_run_state(self, record: Record, target: RunState, reason: str, now: datetime) -> bool:
         """Checked run-state change (pause, resume, cancel, delete request) as one compare-and-set."""

@@ -22,7 +22,7 @@ from .definition import Definition
 from .errors import RecordNotFound, WorkflowError
 from .options import WorkflowOptions
 from .ports import Clock, ErrorInfo, OutboxMessage, RecordStore
-from .record import Meta, Record, TypedRecord
+from .record import HistoryEntry, Record, TypedRecord
 from .run_state import RunState
 
 T = TypeVar("T")
@@ -102,14 +102,14 @@ class HookRunner(Generic[T, S]):
         store: RecordStore,
         clock: Clock,
         options: WorkflowOptions,
-        decode: Callable[[bytes, str], T],
+        snapshot: Callable[[Record, HistoryEntry], TypedRecord[T, S]],
         metrics: Metrics,
     ) -> None:
         self.definition = definition
         self.store = store
         self.clock = clock
         self.options = options
-        self.decode = decode
+        self.snapshot = snapshot
         self.metrics = metrics
 
     def backoff(self, attempt: int) -> timedelta:
@@ -168,22 +168,7 @@ class HookRunner(Generic[T, S]):
         entry = next((h for h in self.store.history(run_id) if h.version == version), None)
         if entry is None:
             raise RecordNotFound(workflow=self.definition.name, run_id=run_id)
-        return TypedRecord(
-            workflow_name=record.workflow_name,
-            foreign_id=record.foreign_id,
-            run_id=run_id,
-            run_state=entry.run_state,
-            status=self.definition.status(entry.status),
-            object=self.decode(entry.object, run_id),
-            created_at=record.created_at,
-            updated_at=entry.created_at,
-            meta=Meta(
-                version=entry.version,
-                run_state_reason=entry.reason,
-                status_description=self.definition.status_name(entry.status),
-                trace_origin=record.meta.trace_origin,
-            ),
-        )
+        return self.snapshot(record, entry)
 
     def _failed(self, message: OutboxMessage, hook: str, exc: Exception) -> HookOutcome:
         now = self.clock.now()

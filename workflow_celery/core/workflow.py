@@ -109,17 +109,7 @@ class Workflow(Generic[T, S]):
     # -- reading runs ------------------------------------------------------
 
     def typed(self, record: Record) -> TypedRecord[T, S]:
-        return TypedRecord(
-            workflow_name=record.workflow_name,
-            foreign_id=record.foreign_id,
-            run_id=record.run_id,
-            run_state=record.run_state,
-            status=self.definition.status(record.status),
-            object=self.engine.codec.decode(record.object, run_id=record.run_id),
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-            meta=record.meta,
-        )
+        return TypedRecord(**self.engine.fields(record))
 
     def _own(self, record: Record) -> Record:
         if record.workflow_name != self.name:
@@ -211,22 +201,7 @@ class Workflow(Generic[T, S]):
             poll = min(poll * 1.5, AWAIT_MAX_POLL)
 
     def _run_from_history(self, record: Record, entry: HistoryEntry) -> Run[T, S]:
-        return Run(
-            workflow_name=record.workflow_name,
-            foreign_id=record.foreign_id,
-            run_id=record.run_id,
-            run_state=entry.run_state,
-            status=self.definition.status(entry.status),
-            object=self.engine.codec.decode(entry.object, run_id=record.run_id),
-            created_at=record.created_at,
-            updated_at=entry.created_at,
-            meta=Meta(
-                version=entry.version,
-                run_state_reason=entry.reason,
-                status_description=self.definition.status_name(entry.status),
-                trace_origin=record.meta.trace_origin,
-            ),
-        )
+        return Run(**self.engine.fields(record, entry))
 
     # -- run control -------------------------------------------------------
 

@@ -26,6 +26,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Delete,
+    Executable,
     Insert,
     Select,
     Update,
@@ -629,6 +630,11 @@ class SQLStore:
                 raise
             conn.commit()
 
+    def _write_one(self, statement: Executable, params: Mapping[str, Any]) -> None:
+        """One statement on its own: autocommit on PostgreSQL, a write transaction on SQLite."""
+        with self._statement() if self._pg else self._write() as conn:
+            conn.execute(statement, params)
+
     # ------------------------------------------------------------------ runs
 
     def insert_run(self, record: Record, outbox: Sequence[OutboxMessage]) -> None:
@@ -879,25 +885,13 @@ class SQLStore:
         """Push these doorbells' due time out to ``due_at`` (never earlier): the lease of running work."""
         if not message_ids:
             return
-        params = {"b_ids": list(message_ids), "b_due_at": due_at}
-        if self._pg:
-            with self._statement() as conn:
-                conn.execute(_POSTPONE_OUTBOX, params)
-            return
-        with self._write() as conn:
-            conn.execute(_POSTPONE_OUTBOX, params)
+        self._write_one(_POSTPONE_OUTBOX, {"b_ids": list(message_ids), "b_due_at": due_at})
 
     def reschedule_outbox(self, message_ids: Sequence[str], due_at: datetime) -> None:
         """Set these doorbells' due time; the relay rings them when it comes."""
         if not message_ids:
             return
-        params = {"b_ids": list(message_ids), "b_due_at": due_at}
-        if self._pg:
-            with self._statement() as conn:
-                conn.execute(_RESCHEDULE_OUTBOX, params)
-            return
-        with self._write() as conn:
-            conn.execute(_RESCHEDULE_OUTBOX, params)
+        self._write_one(_RESCHEDULE_OUTBOX, {"b_ids": list(message_ids), "b_due_at": due_at})
 
     # ------------------------------------------------------------------ slots
 
@@ -939,22 +933,11 @@ class SQLStore:
 
     def extend_slot(self, holder: str, expires_at: datetime) -> None:
         """Push the expiry of ``holder``'s slot: its step is still running."""
-        params = {"b_holder": holder, "b_expires_at": expires_at}
-        if self._pg:
-            with self._statement() as conn:
-                conn.execute(_EXTEND_SLOT, params)
-            return
-        with self._write() as conn:
-            conn.execute(_EXTEND_SLOT, params)
+        self._write_one(_EXTEND_SLOT, {"b_holder": holder, "b_expires_at": expires_at})
 
     def release_slot(self, holder: str) -> None:
         """Free ``holder``'s slot."""
-        if self._pg:
-            with self._statement() as conn:
-                conn.execute(_RELEASE_SLOT, {"b_holder": holder})
-            return
-        with self._write() as conn:
-            conn.execute(_RELEASE_SLOT, {"b_holder": holder})
+        self._write_one(_RELEASE_SLOT, {"b_holder": holder})
 
     # ------------------------------------------------------------------ errors
 
