@@ -36,7 +36,11 @@ broker_transport_options = {
 }
 broker_connection_retry_on_startup = True
 
-# Steps should be short; a step longer than this is killed (and retried).
+# Steps should be short. At the soft limit Celery raises SoftTimeLimitExceeded inside the step: it
+# counts as a failed attempt (retried with backoff, pausing the run after pause_after_err_count).
+# At the hard limit the process is killed; the run is picked up again once its lease runs out.
+# Workers refuse to start when the hard limit is not below the Redis visibility_timeout.
+task_soft_time_limit = int(os.environ.get("WORKFLOW_CELERY_TASK_SOFT_TIME_LIMIT", "240"))
 task_time_limit = int(os.environ.get("WORKFLOW_CELERY_TASK_TIME_LIMIT", "300"))
 
 worker_send_task_events = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -32,9 +33,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.acceptance)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session; its URL."""
+    """A fresh PostgreSQL database for each test, so no test sees another's runs; its URL."""
     name = f"wfc_accept_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
@@ -48,7 +49,8 @@ def pg_database() -> Iterator[str]:
         admin.dispose()
 
 
-_redis_db = iter(range(3, 16))
+# Tests run one at a time and each flushes its database first, so the numbers can be reused.
+_redis_db = itertools.cycle(range(3, 16))
 
 
 @pytest.fixture

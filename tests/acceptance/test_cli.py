@@ -93,14 +93,18 @@ def test_show_prints_the_last_error(
     monkeypatch.setenv("WFC_PAUSE_AFTER", "1")
     broker = InProcessBroker()
     wf = fail_builder().build(broker, store, **OPTIONS)
-    run_id = wf.trigger("err-1", initial_value=Task(marker_dir=str(tmp_path), fail_times=-1))
-    broker.drain()
+    run_id = wf.trigger("err-1", initial_value=Task(marker_dir=str(tmp_path), fail_times=-1, hook_fail_times=5))
+    broker.drain()  # the step fails and pauses the run; its on_pause hook fails once
     show = cli("-A", "tests.acceptance.failapp", "runs", "show", run_id, db=pg_database, broker=broker_url)
     assert show.returncode == 0, show.stderr
     assert "run_state:    PAUSED" in show.stdout
     assert "at START: 1 failed attempt(s)" in show.stdout
     assert "builtins.ConnectionError: payment gateway unavailable (attempt 1)" in show.stdout
     assert "max error retry threshold hit" in show.stdout
+    assert "hook errors:" in show.stdout
+    assert "0:record_pause: 1 failed attempt(s), still failing, will retry" in show.stdout
+    assert "builtins.RuntimeError: ticket system unavailable (call 1)" in show.stdout
+    assert "flaky-steps.hooks.paused" in show.stdout  # its doorbell is pending
 
 
 def test_bad_ids_and_names_give_clear_errors(

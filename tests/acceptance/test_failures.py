@@ -169,3 +169,17 @@ def test_parallel_count_limits_a_step_across_workers(
     print(f"gaps between step starts with parallel_count=1 on 4 processes: {[round(g, 2) for g in gaps]}")
     assert min(gaps) >= 0.29  # never two executions of the step at once
     assert len({m["pid"] for r in run_ids for m in marks(tmp_path, "attempt", r)}) > 1  # several processes took part
+
+
+def test_a_step_over_the_soft_time_limit_is_a_failed_attempt(
+    broker_url: str, store: SQLStore, start_worker: Callable[..., Worker], tmp_path: Path
+) -> None:
+    wf = flaky(broker_url, store)
+    start_worker(
+        APP, "flaky-steps.*", concurrency=1, env={"WFC_PAUSE_AFTER": "2", "WORKFLOW_CELERY_TASK_SOFT_TIME_LIMIT": "1"}
+    )
+    run_id = wf.trigger("slow-1", initial_value=Task(marker_dir=str(tmp_path), step_sleep=5))
+    wait_until(lambda: store.lookup(run_id).run_state == RunState.PAUSED, 60, "the run to pause")
+    [errors] = store.errors(run_id)
+    assert errors.count == 2 and errors.last_error.error_type.endswith("SoftTimeLimitExceeded")
+    assert len(marks(tmp_path, "attempt", run_id)) == 2

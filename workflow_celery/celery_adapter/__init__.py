@@ -135,10 +135,11 @@ def _install_worker_support(app: Celery) -> None:
         if instance is None or getattr(instance, "app", None) is not app:
             return
         worker_app: Celery = instance.app
-        check_time_limits(worker_app)
         original = instance.setup_queues
 
         def setup_queues(include: Any, exclude: Any = None) -> Any:
+            # Raised here, not in the signal handler: Celery logs and ignores a signal handler's exception.
+            check_time_limits(worker_app)
             known = all_queues(app)
             queues = worker_app.amqp.queues
             for name in known:

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from .codec import ObjectCodec
 from .definition import Definition, StepSpec
-from .errors import InvalidTransition, RecordNotFound, SerializationError, WorkflowError
+from .errors import ConfigurationError, InvalidTransition, RecordNotFound, SerializationError, WorkflowError
 from .hooks import HookOutcome, HookRunner, NoMetrics, hook_doorbells
 from .lease import LEASES
 from .messages import Action, Doorbells, Message, doorbell, parse_message
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 MAX_ERROR_MESSAGE = 2000
 TRACEBACK_HEAD_LINES = 30
 PAUSE_REASON_MAX_ERRORS = "max error retry threshold hit"
-DELETED_PLACEHOLDER = b'{"result":"deleted"}'
 SLOT_RETRY_MIN_SECONDS = 0.5
 SLOT_RETRY_MAX_SECONDS = 1.5
 
@@ -311,15 +310,24 @@ class Engine(Generic[T, S]):
         log.info("deleted the data of run %s of workflow %s", record.run_id, self.definition.name)
         return Outcome.DATA_DELETED
 
+    def check_deletable(self) -> None:
+        """Refuse a deletion that would leave an object the workflow can no longer read."""
+        if self.custom_delete is None:
+            try:
+                self.codec.default()
+            except ConfigurationError:
+                raise ConfigurationError(
+                    f"cannot delete data: {self.definition.object_type.__name__} has required fields, so there is "
+                    "no default value to replace it with; pass custom_delete=fn to build()",
+                    workflow=self.definition.name,
+                ) from None
+
     def _deleted_object(self, record: Record) -> bytes:
         if self.custom_delete is not None:
             obj = self.codec.decode(record.object, run_id=record.run_id)
             result = self.custom_delete(obj)
             return self.codec.encode(obj if result is None else result, run_id=record.run_id)
-        try:
-            return self.codec.encode(self.codec.default(), run_id=record.run_id)
-        except WorkflowError:
-            return DELETED_PLACEHOLDER
+        return self.codec.encode(self.codec.default(), run_id=record.run_id)
 
     def _auto_resume(self, record: Record) -> Outcome:
         if record.run_state != RunState.PAUSED:

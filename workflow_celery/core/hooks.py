@@ -20,6 +20,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from .definition import Definition
 from .errors import RecordNotFound, WorkflowError
+from .lease import LEASES
 from .options import WorkflowOptions
 from .ports import Clock, ErrorInfo, OutboxMessage, RecordStore
 from .record import HistoryEntry, Record, TypedRecord
@@ -118,12 +119,11 @@ class HookRunner(Generic[T, S]):
 
     def handle(self, event: str, body: Any) -> HookOutcome:
         name = self.definition.name
+        queue = self.definition.hook_queue_for(event)
         try:
-            run_id, version, hook, fn = self._parse(event, body)
+            run_id, version, hook = self._parse(event, body)
         except WorkflowError as exc:
-            log.error(
-                "dropping message on %s: %s", self.definition.hook_queue_for(event), exc, extra={"workflow": name}
-            )
+            log.error("dropping message on %s: %s", queue, exc, extra={"workflow": name})
             return HookOutcome.DROPPED_INVALID
         message_id = f"{run_id}.{version}.hook.{event}.{hook.split(':', 1)[0]}"
         pending = {m.id: m for m in self.store.outbox(run_id) if m.kind == "hook"}
@@ -132,14 +132,30 @@ class HookRunner(Generic[T, S]):
             # Already succeeded (a duplicate delivery), or the run is unknown.
             log.debug("hook %s for run %s v%d already ran", hook, run_id, version)
             return HookOutcome.DROPPED_DONE
-        try:
-            record = self._record_at(run_id, version)
-        except RecordNotFound:
+        fn = self._registered(event, hook)
+        if fn is None:
+            # Renamed or removed since the change was committed: nothing can ever run it.
+            log.error(
+                "dropping %s for run %s v%d: no %s hook named %r is registered (known: %s)",
+                queue,
+                run_id,
+                version,
+                event,
+                hook,
+                ", ".join(hook_name(i, f) for i, f in enumerate(self.definition.hooks.get(event, []))) or "none",
+                extra={"workflow": name, "run_id": run_id},
+            )
             self.store.delete_outbox([message_id])
             return HookOutcome.DROPPED_INVALID
         started = time.perf_counter()
         try:
-            fn(record)
+            with LEASES.hold(
+                self.store, self.clock, message_id, self.options.redeliver_after, rung_at=message.created_at
+            ):
+                fn(self._record_at(run_id, version))
+        except RecordNotFound:
+            self.store.delete_outbox([message_id])
+            return HookOutcome.DROPPED_INVALID
         except Exception as exc:
             self.metrics.hook_finished(name, hook, time.perf_counter() - started, False)
             return self._failed(message, hook, exc)
@@ -147,7 +163,15 @@ class HookRunner(Generic[T, S]):
         self.store.delete_outbox([message_id])
         return HookOutcome.SUCCEEDED
 
-    def _parse(self, event: str, body: Any) -> tuple[str, int, str, Callable[..., Any]]:
+    def _registered(self, event: str, hook: str) -> Callable[..., Any] | None:
+        hooks = self.definition.hooks.get(event, [])
+        index_text = hook.split(":", 1)[0]
+        index = int(index_text) if index_text.isdigit() else -1
+        if 0 <= index < len(hooks) and hook_name(index, hooks[index]) == hook:
+            return hooks[index]
+        return None
+
+    def _parse(self, event: str, body: Any) -> tuple[str, int, str]:
         name = self.definition.name
         if not isinstance(body, dict) or body.get("workflow") != name:
             raise WorkflowError("malformed or foreign hook message", workflow=name)
@@ -156,12 +180,7 @@ class HookRunner(Generic[T, S]):
             raise WorkflowError("malformed hook message: run_id, version and hook are required", workflow=name)
         if body.get("event") != event:
             raise WorkflowError(f"hook message for {body.get('event')!r} on the {event} queue", workflow=name)
-        hooks = self.definition.hooks.get(event, [])
-        index_text = hook.split(":", 1)[0]
-        index = int(index_text) if index_text.isdigit() else -1
-        if not 0 <= index < len(hooks) or hook_name(index, hooks[index]) != hook:
-            raise WorkflowError(f"no {event} hook named {hook!r} is registered", workflow=name, run_id=run_id)
-        return run_id, version, hook, hooks[index]
+        return run_id, version, hook
 
     def _record_at(self, run_id: str, version: int) -> TypedRecord[T, S]:
         record = self.store.lookup(run_id)

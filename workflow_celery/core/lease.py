@@ -78,11 +78,11 @@ class Leases:
             self._thread.start()
 
     def renew_due(self) -> int:
-        """Extend every lease held for at least half its length; return how many were extended."""
+        """Extend every lease held for a third of its length or more; return how many were extended."""
         now = time.monotonic()
         with self._lock:
             due = [
-                (mid, h) for mid, h in self._held.items() if now - h.renewed_at >= h.redeliver_after.total_seconds() / 2
+                (mid, h) for mid, h in self._held.items() if now - h.renewed_at >= h.redeliver_after.total_seconds() / 3
             ]
             for _, h in due:
                 h.renewed_at = now

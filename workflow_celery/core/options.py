@@ -49,6 +49,14 @@ class StepOptions:
         return opts
 
     def validate(self, workflow: str) -> None:
+        for name in ("err_backoff", "max_backoff"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, timedelta):
+                raise ConfigurationError(f"option {name} must be a timedelta, got {value!r}", workflow=workflow)
+        for name in ("pause_after_err_count", "parallel_count"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigurationError(f"option {name} must be an int, got {value!r}", workflow=workflow)
         _check_positive("err_backoff", self.err_backoff, workflow)
         _check_positive("max_backoff", self.max_backoff, workflow)
         if self.pause_after_err_count is not None and self.pause_after_err_count < 0:
