@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, overload
 
-from .core.definition import HOOK_EVENTS, Definition, StepSpec
+from .core.definition import HOOK_EVENTS, CallbackSpec, Definition, StepSpec
 from .core.errors import ConfigurationError
 from .core.options import StepOptions, WorkflowOptions
 from .core.ports import Clock, RecordStore, SystemClock
@@ -107,6 +107,29 @@ class Builder(Generic[T, S]):
             is_async=inspect.iscoroutinefunction(fn),
         )
         return StepHandle(self, source)
+
+    def add_callback(self, from_status: S, fn: Callable[[Run[T, S], bytes], Any], *allowed_to: S) -> None:
+        """Let ``wf.callback(foreign_id, from_status, payload)`` move a run waiting at ``from_status``.
+
+        ``fn(run, payload: bytes) -> S`` runs in the caller's process (a webhook
+        view, say); it may return the special values a step may. Several
+        callbacks may wait on one status: they are tried in order until one
+        moves the run.
+        """
+        self._check_open()
+        source = self._status_value(from_status, "from status")
+        if not callable(fn):
+            raise ConfigurationError(f"callback for {from_status.name} is not callable: {fn!r}", workflow=self.name)
+        if not allowed_to:
+            raise ConfigurationError(
+                f"callback for {from_status.name} has no allowed destination: pass at least one status",
+                workflow=self.name,
+            )
+        dests = tuple(self._status_value(s, "destination") for s in allowed_to)
+        self._definition.graph.add_edges(source, dests)
+        self._definition.callbacks.setdefault(source, []).append(
+            CallbackSpec(status=source, fn=fn, destinations=dests, is_async=inspect.iscoroutinefunction(fn))
+        )
 
     def _add_hook(self, event: str, fn: F) -> F:
         self._check_open()

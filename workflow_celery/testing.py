@@ -118,3 +118,28 @@ def require(
     if got != want:
         raise AssertionError(f"{wf.name} {foreign_id!r} at {status.name}: object is {got!r}, expected {want!r}")
     return last
+
+
+def trigger_callback_on(
+    wf: Workflow[T, S],
+    foreign_id: str,
+    run_id: str,
+    status: S,
+    payload: Any,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> None:
+    """Wait until the run is at ``status``, then deliver ``payload`` to its callbacks (as JSON unless bytes/str)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _pump(wf)
+        record = wf.store.lookup(run_id)
+        if record.status == int(status) and not record.run_state.stopped:
+            break
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"trigger_callback_on: run {run_id} of {wf.name} did not reach {status.name} in {timeout}s"
+            )
+        time.sleep(0.01)
+    wf.callback(foreign_id, status, payload)
+    _pump(wf)

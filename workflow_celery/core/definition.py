@@ -28,6 +28,14 @@ class StepSpec:
     is_async: bool
 
 
+@dataclass(frozen=True)
+class CallbackSpec:
+    status: int
+    fn: Callable[..., Any]
+    destinations: tuple[int, ...]
+    is_async: bool
+
+
 @dataclass
 class Definition(Generic[T, S]):
     """Everything needed to run a workflow, independent of broker and store."""
@@ -37,6 +45,7 @@ class Definition(Generic[T, S]):
     status_type: type[S]
     graph: StatusGraph
     steps: dict[int, StepSpec] = field(default_factory=dict)
+    callbacks: dict[int, list[CallbackSpec]] = field(default_factory=dict)
     hooks: dict[str, list[HookFn]] = field(default_factory=dict)
 
     def status(self, value: int) -> S:

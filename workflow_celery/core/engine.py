@@ -381,20 +381,34 @@ class Engine(Generic[T, S]):
                     result = asyncio.run(result)
         except Exception as exc:
             return self._fail(spec, record, exc)
+        outcome = self.apply_result(spec.status, spec.destinations, record, run, result, "step")
+        if isinstance(outcome, InvalidTransition):
+            return self._fail(spec, record, outcome)
+        return outcome
+
+    def apply_result(
+        self,
+        source: int,
+        destinations: tuple[int, ...],
+        record: Record,
+        run: Run[T, S],
+        result: object,
+        what: str,
+    ) -> Outcome | InvalidTransition:
+        """Commit what a step, callback or timeout returned; an invalid destination is returned, not raised."""
         now = self.clock.now()
         if isinstance(result, Directive):
-            return self._apply_directive(spec, record, run, result, now)
+            return self._apply_directive(record, run, result, now)
         dest = _as_status(result)
-        if dest is None or dest not in spec.destinations:
-            invalid = InvalidTransition(
-                f"step returned {self._describe(result)}, which is not an allowed destination of "
-                f"{self.definition.status_name(spec.status)} (allowed: "
-                f"{', '.join(self.definition.status_name(d) for d in spec.destinations)})",
+        if dest is None or dest not in destinations:
+            return InvalidTransition(
+                f"{what} returned {self._describe(result)}, which is not an allowed destination of "
+                f"{self.definition.status_name(source)} (allowed: "
+                f"{', '.join(self.definition.status_name(d) for d in destinations)})",
                 workflow=self.definition.name,
                 foreign_id=record.foreign_id,
                 run_id=record.run_id,
             )
-            return self._fail(spec, record, invalid)
         obj = self.codec.encode(run.object, run_id=record.run_id, foreign_id=record.foreign_id)
         terminal = self.definition.graph.is_terminal(dest)
         new = self.next_record(
@@ -408,9 +422,7 @@ class Engine(Generic[T, S]):
             return self._superseded(record)
         return Outcome.COMPLETED if terminal else Outcome.MOVED
 
-    def _apply_directive(
-        self, spec: StepSpec, record: Record, run: Run[T, S], directive: Directive, now: datetime
-    ) -> Outcome:
+    def _apply_directive(self, record: Record, run: Run[T, S], directive: Directive, now: datetime) -> Outcome:
         if directive.kind is DirectiveKind.SKIP:
             return Outcome.SKIPPED
         obj = self.codec.encode(run.object, run_id=record.run_id, foreign_id=record.foreign_id)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import enum
+import inspect
+import json
 import logging
 import sys
 import time
@@ -13,7 +16,14 @@ from typing import Any, Generic, Literal, TypeVar
 
 from .definition import Definition
 from .engine import Engine, Outcome
-from .errors import AwaitTimeout, ConfigurationError, RecordNotFound, WorkflowError
+from .errors import (
+    AwaitTimeout,
+    ConfigurationError,
+    InvalidTransition,
+    RecordNotFound,
+    SerializationError,
+    WorkflowError,
+)
 from .hooks import HookOutcome
 from .options import WorkflowOptions
 from .ports import Clock, Dispatcher, HookErrors, RecordStore, StepErrors
@@ -203,6 +213,37 @@ class Workflow(Generic[T, S]):
     def _run_from_history(self, record: Record, entry: HistoryEntry) -> Run[T, S]:
         return Run(**self.engine.fields(record, entry))
 
+    # -- callbacks ---------------------------------------------------------
+
+    def callback(self, foreign_id: str, status: S, payload: bytes | str | Any) -> None:
+        """Hand ``payload`` to the callbacks waiting at ``status`` for the latest run of ``foreign_id``.
+
+        Ignored (returns quietly) when that run is not at ``status`` or is
+        paused, cancelled, finished or deleted. Runs in the caller's process;
+        a callback's exception is raised here (nothing is retried), and a
+        returned status that is not allowed raises ``InvalidTransition``.
+        ``payload`` may be bytes, a str (UTF-8) or any JSON-serialisable value.
+        """
+        specs = self.definition.callbacks.get(int(status), [])
+        if not specs:
+            raise ConfigurationError(f"no callback is registered for {status!r}", workflow=self.name)
+        data = _payload_bytes(payload)
+        for spec in specs:
+            record = self.store.latest(self.name, foreign_id)
+            if record.status != int(status) or record.run_state not in (RunState.INITIATED, RunState.RUNNING):
+                return
+            run = self.engine.to_run(record)
+            if run.run_state == RunState.INITIATED:
+                run.run_state = RunState.RUNNING
+            result = spec.fn(run, data)
+            if spec.is_async or inspect.iscoroutine(result):
+                result = asyncio.run(result)
+            outcome = self.engine.apply_result(spec.status, spec.destinations, record, run, result, "callback")
+            if isinstance(outcome, InvalidTransition):
+                raise outcome
+            if outcome is not Outcome.SKIPPED:
+                return
+
     # -- run control -------------------------------------------------------
 
     def pause(self, run_id: str, reason: str = "") -> None:
@@ -292,6 +333,17 @@ class Workflow(Generic[T, S]):
 
     def __repr__(self) -> str:
         return f"<Workflow {self.name} statuses={len(self.definition.graph.nodes)} steps={len(self.definition.steps)}>"
+
+
+def _payload_bytes(payload: Any) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    try:
+        return json.dumps(payload, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"callback payload is not bytes, str or JSON-serialisable: {exc}") from exc
 
 
 def _caller() -> str:
