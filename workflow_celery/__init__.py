@@ -7,7 +7,7 @@ the next steps; duplicate, late or lost messages cannot corrupt a run.
 
 from __future__ import annotations
 
-from .builder import Builder, StepHandle
+from .builder import Builder, StepHandle, duration_timer, time_timer
 from .core.engine import Outcome
 from .core.errors import (
     AwaitTimeout,
@@ -50,6 +50,8 @@ __all__ = [
     "Workflow",
     "WorkflowError",
     "WorkflowInProgress",
+    "duration_timer",
+    "time_timer",
 ]
 
 __version__ = "0.1.0"

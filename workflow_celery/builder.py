@@ -6,9 +6,10 @@ import enum
 import inspect
 import re
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, overload
 
-from .core.definition import HOOK_EVENTS, CallbackSpec, Definition, StepSpec
+from .core.definition import HOOK_EVENTS, CallbackSpec, Definition, StepSpec, TimeoutSpec
 from .core.errors import ConfigurationError
 from .core.options import StepOptions, WorkflowOptions
 from .core.ports import Clock, RecordStore, SystemClock
@@ -131,6 +132,36 @@ class Builder(Generic[T, S]):
             CallbackSpec(status=source, fn=fn, destinations=dests, is_async=inspect.iscoroutinefunction(fn))
         )
 
+    def add_timeout(
+        self,
+        from_status: S,
+        timer: Callable[[Run[T, S], datetime], datetime | None],
+        fn: Callable[[Run[T, S], datetime], Any],
+        *allowed_to: S,
+    ) -> None:
+        """Run ``fn(run, now) -> S`` when a run has waited at ``from_status`` until ``timer(run, now)``.
+
+        The timer is asked when the run enters ``from_status``; ``None`` means no
+        timeout for this run. The due time is kept in the database (never as a
+        broker ETA) and the timeout is cancelled when the run leaves the status.
+        Use :func:`duration_timer` or :func:`time_timer` for the common cases.
+        """
+        self._check_open()
+        source = self._status_value(from_status, "from status")
+        for what, f in (("timer", timer), ("timeout function", fn)):
+            if not callable(f):
+                raise ConfigurationError(f"{what} for {from_status.name} is not callable: {f!r}", workflow=self.name)
+        if not allowed_to:
+            raise ConfigurationError(
+                f"timeout for {from_status.name} has no allowed destination: pass at least one status",
+                workflow=self.name,
+            )
+        dests = tuple(self._status_value(s, "destination") for s in allowed_to)
+        self._definition.graph.add_edges(source, dests)
+        self._definition.timeouts.setdefault(source, []).append(
+            TimeoutSpec(status=source, timer=timer, fn=fn, destinations=dests, is_async=inspect.iscoroutinefunction(fn))
+        )
+
     def _add_hook(self, event: str, fn: F) -> F:
         self._check_open()
         if not callable(fn):
@@ -202,3 +233,25 @@ class Builder(Generic[T, S]):
 
         self._built = True
         return attach(app, definition, store, clock or SystemClock(), opts)
+
+
+def duration_timer(duration: timedelta) -> Callable[[Any, datetime], datetime]:
+    """A timer that expires ``duration`` after the run entered the status."""
+    if not isinstance(duration, timedelta) or duration <= timedelta(0):
+        raise ConfigurationError(f"duration_timer needs a positive timedelta, got {duration!r}")
+
+    def timer(run: Any, now: datetime) -> datetime:
+        return now + duration
+
+    return timer
+
+
+def time_timer(when: datetime) -> Callable[[Any, datetime], datetime]:
+    """A timer that expires at a fixed, timezone-aware time."""
+    if not isinstance(when, datetime) or when.tzinfo is None:
+        raise ConfigurationError(f"time_timer needs a timezone-aware datetime, got {when!r}")
+
+    def timer(run: Any, now: datetime) -> datetime:
+        return when
+
+    return timer

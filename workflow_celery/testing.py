@@ -143,3 +143,25 @@ def trigger_callback_on(
         time.sleep(0.01)
     wf.callback(foreign_id, status, payload)
     _pump(wf)
+
+
+def await_timeout_insert(
+    wf: Workflow[T, S], foreign_id: str, run_id: str, status: S, *, timeout: float = DEFAULT_TIMEOUT
+) -> datetime:
+    """Wait until the run has a timeout pending at ``status``; return when it is due."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _pump(wf)
+        record = wf.store.lookup(run_id)
+        if record.foreign_id != foreign_id:
+            raise AssertionError(f"run {run_id} belongs to {record.foreign_id!r}, not {foreign_id!r}")
+        due = [
+            m.due_at
+            for m in wf.store.outbox(run_id)
+            if m.body.get("action") == "timeout" and m.body.get("status") == int(status)
+        ]
+        if due:
+            return min(due)
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"await_timeout_insert: no timeout at {status.name} for run {run_id} in {timeout}s")
+        time.sleep(0.01)

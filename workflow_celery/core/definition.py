@@ -36,6 +36,15 @@ class CallbackSpec:
     is_async: bool
 
 
+@dataclass(frozen=True)
+class TimeoutSpec:
+    status: int
+    timer: Callable[..., Any]
+    fn: Callable[..., Any]
+    destinations: tuple[int, ...]
+    is_async: bool
+
+
 @dataclass
 class Definition(Generic[T, S]):
     """Everything needed to run a workflow, independent of broker and store."""
@@ -46,6 +55,7 @@ class Definition(Generic[T, S]):
     graph: StatusGraph
     steps: dict[int, StepSpec] = field(default_factory=dict)
     callbacks: dict[int, list[CallbackSpec]] = field(default_factory=dict)
+    timeouts: dict[int, list[TimeoutSpec]] = field(default_factory=dict)
     hooks: dict[str, list[HookFn]] = field(default_factory=dict)
 
     def status(self, value: int) -> S:
@@ -70,11 +80,12 @@ class Definition(Generic[T, S]):
         return f"{self.name}.hooks.{event.replace('_', '-')}"
 
     def step_queues(self) -> dict[int, str]:
-        return {s: self.queue_for(s) for s in self.steps}
+        """The queue of every status a worker acts on: those with a step or a timeout."""
+        return {s: self.queue_for(s) for s in [*self.steps, *(t for t in self.timeouts if t not in self.steps)]}
 
     def queues(self) -> list[str]:
         """Every queue this workflow declares, in a stable order."""
-        names = [self.queue_for(s) for s in self.steps]
+        names = list(self.step_queues().values())
         names.append(self.delete_queue())
         names += [self.hook_queue_for(e) for e in HOOK_EVENTS if self.hooks.get(e)]
         return names

@@ -22,7 +22,7 @@ from .errors import ConfigurationError, InvalidTransition, RecordNotFound, Seria
 from .hooks import HookOutcome, HookRunner, NoMetrics, hook_doorbells
 from .lease import LEASES
 from .messages import Action, Doorbells, Message, doorbell, parse_message
-from .options import WorkflowOptions
+from .options import StepOptions, WorkflowOptions
 from .ports import Clock, Dispatcher, ErrorInfo, OutboxMessage, RecordStore
 from .record import HistoryEntry, Meta, Record, TypedRecord
 from .run import Directive, DirectiveKind, Run
@@ -54,6 +54,7 @@ class Outcome(enum.Enum):
     RETRY_SCHEDULED = "retry_scheduled"
     PAUSED_AFTER_ERRORS = "paused_after_errors"
     WAITING_FOR_SLOT = "waiting_for_slot"
+    TIMED_OUT = "timed_out"
     DROPPED_STALE = "dropped_stale"
     DROPPED_STOPPED = "dropped_stopped"
     DROPPED_UNKNOWN_RUN = "dropped_unknown_run"
@@ -80,6 +81,7 @@ class Engine(Generic[T, S]):
         self.custom_delete: Callable[[T], T | None] | None = options.custom_delete
         self.codec: ObjectCodec[T] = ObjectCodec(definition.name, definition.object_type)
         self._queues = {s: definition.queue_for(s) for s in definition.steps}
+        self._status_queues = definition.step_queues()
         self.hooks: HookRunner[T, S] = HookRunner(
             definition,
             store,
@@ -122,7 +124,34 @@ class Engine(Generic[T, S]):
                 )
             )
         ring_now.extend(hook_doorbells(self.definition, record, now, self.options.redeliver_after))
+        later.extend(self.timeout_doorbells(record, now))
         return Doorbells(now=ring_now, later=later)
+
+    def timeout_doorbells(self, record: Record, now: datetime) -> list[OutboxMessage]:
+        """One doorbell per timeout of the record's status, due when its timer says.
+
+        They are ordinary version-bound doorbells: the run leaving the status
+        deletes them, which is how a timeout is cancelled.
+        """
+        specs = self.definition.timeouts.get(record.status)
+        if not specs or record.run_state not in (RunState.INITIATED, RunState.RUNNING):
+            return []
+        run = self.to_run(record)
+        bells = []
+        for index, spec in enumerate(specs):
+            expires = spec.timer(run, now)
+            if expires is None:
+                continue
+            if not isinstance(expires, datetime) or expires.tzinfo is None:
+                raise ConfigurationError(
+                    f"the timer of timeout {index} at {self.definition.status_name(record.status)} returned "
+                    f"{expires!r}: expected an aware datetime or None",
+                    workflow=self.definition.name,
+                    run_id=record.run_id,
+                )
+            queue = self._status_queues[record.status]
+            bells.append(doorbell(record, queue, now, action=Action.TIMEOUT, due_at=expires, timeout=index))
+        return bells
 
     def publish(self, messages: list[OutboxMessage]) -> None:
         """Publish right after commit; a failure only delays the run until the relay rings again."""
@@ -280,7 +309,12 @@ class Engine(Generic[T, S]):
         if record.run_state not in (RunState.INITIATED, RunState.RUNNING):
             log.debug("dropping message for stopped run %s (%s)", msg.run_id, record.run_state.name)
             return Outcome.DROPPED_STOPPED
-        spec = self.definition.steps[status]
+        if msg.action is Action.TIMEOUT:
+            return self._run_timeout(record, msg.timeout)
+        spec = self.definition.steps.get(status)
+        if spec is None:
+            log.error("dropping step message for %s, which has no step", self.definition.queue_for(status))
+            return Outcome.DROPPED_INVALID
         try:
             return self._run_step(spec, record)
         except SerializationError as exc:
@@ -386,6 +420,29 @@ class Engine(Generic[T, S]):
             return self._fail(spec, record, outcome)
         return outcome
 
+    def _run_timeout(self, record: Record, index: int) -> Outcome:
+        specs = self.definition.timeouts.get(record.status, [])
+        if index >= len(specs):
+            log.error("dropping timeout %d of %s: no such timeout", index, self.definition.status_name(record.status))
+            return Outcome.DROPPED_INVALID
+        timeout = specs[index]
+        # Failures of a timeout use the workflow's default backoff and pause threshold.
+        spec = StepSpec(timeout.status, timeout.fn, timeout.destinations, StepOptions(), timeout.is_async)
+        retry = (Action.TIMEOUT, index)
+        try:
+            run = self.to_run(record)
+            if run.run_state == RunState.INITIATED:
+                run.run_state = RunState.RUNNING
+            result = timeout.fn(run, self.clock.now())
+            if timeout.is_async or asyncio.iscoroutine(result):
+                result = asyncio.run(result)
+        except Exception as exc:
+            return self._fail(spec, record, exc, retry=retry)
+        outcome = self.apply_result(timeout.status, timeout.destinations, record, run, result, "timeout")
+        if isinstance(outcome, InvalidTransition):
+            return self._fail(spec, record, outcome, retry=retry)
+        return Outcome.TIMED_OUT if outcome in (Outcome.MOVED, Outcome.COMPLETED) else outcome
+
     def apply_result(
         self,
         source: int,
@@ -464,7 +521,9 @@ class Engine(Generic[T, S]):
         opt = spec.options.pause_after_err_count
         return self.options.pause_after_err_count if opt is None else opt
 
-    def _fail(self, spec: StepSpec, record: Record, exc: BaseException) -> Outcome:
+    def _fail(
+        self, spec: StepSpec, record: Record, exc: BaseException, *, retry: tuple[Action, int] | None = None
+    ) -> Outcome:
         now = self.clock.now()
         info = ErrorInfo(
             error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
@@ -496,8 +555,12 @@ class Engine(Generic[T, S]):
             )
             return Outcome.PAUSED_AFTER_ERRORS
         delay = self.backoff(spec, attempt)
-        retry = self.step_doorbell(record, now, due_at=now + delay)
-        self.store.record_error(record.run_id, record.status, info, retry)
+        if retry is None:
+            again = self.step_doorbell(record, now, due_at=now + delay)
+        else:
+            queue = self._status_queues[record.status]
+            again = doorbell(record, queue, now, action=retry[0], due_at=now + delay, timeout=retry[1])
+        self.store.record_error(record.run_id, record.status, info, again)
         log.warning(
             "step %s of workflow %s failed for run %s (attempt %d), retrying in %.1fs: %s: %s",
             self.definition.status_name(record.status),

@@ -21,6 +21,7 @@ class Action(enum.Enum):
     STEP = "step"
     RESUME = "resume"
     DELETE = "delete"
+    TIMEOUT = "timeout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,7 @@ class Message:
     status: int
     version: int
     action: Action
+    timeout: int = 0
 
 
 def parse_message(workflow: str, body: Any, *, expected_status: int | None) -> Message:
@@ -56,7 +58,10 @@ def parse_message(workflow: str, body: Any, *, expected_status: int | None) -> M
         action = Action(body.get("action", "step"))
     except ValueError:
         raise WorkflowError(f"malformed message: unknown action {body.get('action')!r}", workflow=workflow) from None
-    return Message(workflow=workflow, run_id=run_id, status=status, version=version, action=action)
+    timeout = body.get("timeout", 0)
+    if type(timeout) is not int or timeout < 0:
+        raise WorkflowError(f"malformed message: bad timeout index {timeout!r}", workflow=workflow, run_id=run_id)
+    return Message(workflow=workflow, run_id=run_id, status=status, version=version, action=action, timeout=timeout)
 
 
 def doorbell(
@@ -66,9 +71,12 @@ def doorbell(
     *,
     action: Action,
     due_at: datetime,
+    timeout: int | None = None,
 ) -> OutboxMessage:
     """A message bound to one version of a run; any later write of the run supersedes it."""
     suffix = "" if action is Action.STEP else f".{action.value}"
+    if timeout is not None:
+        suffix += f".{timeout}"
     body: dict[str, Any] = {
         "workflow": record.workflow_name,
         "run_id": record.run_id,
@@ -77,6 +85,8 @@ def doorbell(
     }
     if action is not Action.STEP:
         body["action"] = action.value
+    if timeout is not None:
+        body["timeout"] = timeout
     return OutboxMessage(
         id=f"{record.run_id}.{record.meta.version}{suffix}",
         workflow_name=record.workflow_name,
