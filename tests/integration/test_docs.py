@@ -63,6 +63,7 @@ def test_the_documentation_exists() -> None:
         "stores.md",
         "cli.md",
         "testing.md",
+        "callbacks-and-timeouts.md",
     ]:
         assert name in names, f"docs/{name} is missing"
 
