@@ -19,7 +19,7 @@ import redis
 from celery import Celery
 
 import celeryconfig
-from benchmarks import worker_hooks  # noqa: F401 - registers the readiness signal
+from benchmarks.worker_hooks import apply_overrides  # importing it registers the readiness signal
 
 HOPS = 3
 QUEUES = [f"bench-chain.hop{i}" for i in range(1, HOPS + 1)]
@@ -27,6 +27,7 @@ DONE_KEY = "bench-chain:done"
 
 app = Celery("bench-chain")
 app.config_from_object("celeryconfig")
+apply_overrides(app)
 
 _redis: redis.Redis | None = None
 

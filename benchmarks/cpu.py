@@ -8,7 +8,7 @@ throughput is paying for.
 from __future__ import annotations
 
 import os
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -92,7 +92,7 @@ def used(
     own backends and the server's background processes), so that other
     databases on the same server are not billed to the benchmark.
     """
-    total: Counter[str] = Counter()
+    total: defaultdict[str, float] = defaultdict(float)
     for pid, (role, seconds) in after.items():
         if role == "postgresql" and postgresql_pids is not None and pid not in postgresql_pids:
             continue

@@ -25,7 +25,7 @@ from celery import Celery
 
 from benchmarks import chain_app, cpu
 from benchmarks.environment import flush_redis, fresh_database
-from benchmarks.worker_hooks import read_stats
+from benchmarks.worker_hooks import TASK_EVENTS_ENV, read_stats
 from benchmarks.workers import WorkerSpec, running_workers
 from examples.order_processing import Order, OrderStatus, order_workflow
 from workflow_celery import RunState, SQLStore, Workflow
@@ -54,6 +54,15 @@ class Settings:
     redis_url: str
     pg_admin_url: str
     synchronous_commit: str | None = None
+    task_events: bool | None = None
+    lean_store: bool = False
+
+    def worker_env(self) -> dict[str, str]:
+        """Environment both systems' workers get on top of their own."""
+        env = {} if self.task_events is None else {TASK_EVENTS_ENV: "1" if self.task_events else "0"}
+        if self.lean_store:
+            env["BENCH_LEAN_STORE"] = "1"  # read by the workflow workers only
+        return env
 
     def database_settings(self) -> dict[str, str]:
         return {} if self.synchronous_commit is None else {"synchronous_commit": self.synchronous_commit}
@@ -160,7 +169,7 @@ def run_chain_trial(settings: Settings, number: int, broker_url: str, workdir: P
     app: Celery = chain_app.app
     app.conf.broker_url = broker_url
     client = redis.Redis.from_url(broker_url)
-    env = {"CELERY_BROKER_URL": broker_url}
+    env = {"CELERY_BROKER_URL": broker_url, **settings.worker_env()}
     specs = settings.worker_specs("benchmarks.chain_app", ",".join(chain_app.QUEUES))
     try:
         with running_workers(specs, workdir, env, prefix=f"chain{number}-") as workers:
@@ -205,7 +214,7 @@ def _add_cpu(trial: Trial, cpu_used: dict[str, float]) -> None:
     trial.extra["other_load"] = cpu_used.get("other", 0.0) / (trial.window_s * (os.cpu_count() or 1))
 
 
-def _span(raw: bytes) -> tuple[float, float]:
+def _span(raw: bytes | str) -> tuple[float, float]:
     trigger_ts, end_ts = raw.split()
     return float(trigger_ts), float(end_ts)
 
@@ -232,11 +241,13 @@ def count_finished(store: SQLStore) -> int:
 
 
 def _run_span(store: SQLStore, run_id: str) -> tuple[float, float, bool]:
-    """(created, completed, followed the expected path) of a finished run, from its history."""
+    """(created, completed, followed the expected path) of a finished run.
+
+    Completion is the history row of the terminal status, written by the commit
+    that completed the run; both times come from the store's clock (this machine's).
+    """
+    created = store.lookup(run_id).created_at.timestamp()
     entries = store.history(run_id)
-    # insert_run writes the first history row with the run's created_at; the
-    # terminal status's row is written by the commit that completed the run.
-    created = entries[0].created_at.timestamp()
     completed = entries[-1].created_at.timestamp()
     ok = [e.status for e in entries] == FLOW and entries[-1].run_state == RunState.COMPLETED
     return created, completed, ok
@@ -255,6 +266,7 @@ def run_flow_trial(settings: Settings, number: int, broker_url: str, workdir: Pa
                     "CELERY_BROKER_URL": broker_url,
                     "WORKFLOW_CELERY_DATABASE_URL": db_url,
                     "BENCH_STATS_DIR": str(stats_dir),
+                    **settings.worker_env(),
                 }
                 if settings.redeliver_after is not None:
                     env["BENCH_REDELIVER_AFTER"] = str(settings.redeliver_after)

@@ -5,15 +5,20 @@
 
 In every pass N items are queued *before* a single worker starts, so the worker
 is busy from its first message to its last and everything measured is
-steady-state work. Passes (each on a fresh database and a flushed Redis db):
+steady-state work. Each pass has a fresh database and a flushed Redis db:
 
-- ``timers``: workflow, ``--pool solo``; the worker wraps ``store.lookup``,
-  ``store.update_run``, the dispatcher's ``publish`` and the object codec with
-  ``perf_counter`` (wall time per part of a transition);
-- ``py-spy``: workflow and chain, ``--pool solo``, under ``py-spy record --idle``
-  (wall-clock samples, waiting on PostgreSQL and Redis included), bucketed;
-- ``cpu``: workflow and chain, ``--pool solo`` and ``--pool prefork -c 1``,
-  CPU time of the worker's processes, PostgreSQL and Redis from /proc.
+- ``flow-solo-timers``: the workflow on ``--pool solo``; the worker wraps
+  ``store.lookup``, ``store.update_run``, the dispatcher's ``publish`` and the
+  object codec, and records wall (``perf_counter``) and CPU (``thread_time``)
+  time of each; ``--lean-store`` adds ``flow-solo-lean``, the same with the
+  experiment of ``benchmarks.lean_store``;
+- ``chain-solo``, ``flow-prefork``, ``chain-prefork``: wall time per item;
+- ``flow-solo-py-spy``, ``chain-solo-py-spy``: under ``py-spy record --idle``
+  (wall-clock samples, waiting on PostgreSQL and Redis included), bucketed.
+
+Every pass also reads the CPU time of the worker's processes (main and pool),
+PostgreSQL and Redis from /proc; "other processes" is whatever else ran,
+py-spy itself in the sampling passes.
 
 ``redeliver_after`` is an hour in every workflow pass, so the relay never
 re-sends a doorbell: what is measured is a transition, not duplicates.
@@ -29,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -149,6 +154,7 @@ class Pass:
     pool: str
     timers: bool = False
     sample: bool = False
+    lean_store: bool = False
 
 
 @dataclass
@@ -158,7 +164,7 @@ class PassResult:
     wall_s: float
     cpu_ms: dict[str, float]
     counts: Counter[str]
-    seconds: Counter[str]
+    seconds: dict[str, float]
     samples: Samples
 
     @property
@@ -206,7 +212,7 @@ def _drain(
 
 def _worker_split(worker: WorkerProcess, before: Snapshot, after: Snapshot) -> dict[str, float]:
     """CPU seconds of the worker's main process and of its pool processes (none with the solo pool)."""
-    split: Counter[str] = Counter()
+    split: defaultdict[str, float] = defaultdict(float)
     for pid, (role, seconds) in after.items():
         if role == "workers":
             part = "worker main process" if pid == worker.pid else "worker pool process"
@@ -220,7 +226,7 @@ def run_pass(p: Pass, settings: Settings, broker_url: str, workdir: Path) -> Pas
     spy_out = workdir / f"{p.name}.pyspy.txt"
     try:
         if p.system == "workflow":
-            with fresh_database(settings.pg_admin_url, "prof") as db_url:
+            with fresh_database(settings.pg_admin_url, "prof", settings.database_settings()) as db_url:
                 _queue_runs(settings, broker_url, db_url)
                 env = {
                     "CELERY_BROKER_URL": broker_url,
@@ -228,6 +234,7 @@ def run_pass(p: Pass, settings: Settings, broker_url: str, workdir: Path) -> Pas
                     "BENCH_STATS_DIR": str(stats_dir),
                     "BENCH_REDELIVER_AFTER": str(PROFILE_REDELIVER_AFTER_S),
                     "BENCH_TIMINGS": "1" if p.timers else "0",
+                    "BENCH_LEAN_STORE": "1" if p.lean_store else "0",
                 }
                 store = SQLStore(db_url)
                 spec = WorkerSpec("benchmarks.flow_app", FLOW_QUEUES, pool=p.pool, loglevel=settings.loglevel)
@@ -286,6 +293,28 @@ PASSES = [
 # --------------------------------------------------------------------------- report
 
 
+def report_timers(timed: PassResult) -> None:
+    """Wall, CPU and waiting time per transition of each timed part of ``handle_step``."""
+    n = timed.items
+    sec = timed.seconds
+
+    def row(label: str, wall: float, cpu_s: float | None, calls: int | None = None) -> None:
+        cpu_text = "" if cpu_s is None else f"{cpu_s / n * 1000:7.3f}  {max(wall - cpu_s, 0.0) / n * 1000:7.3f}"
+        calls_text = "" if calls is None else f"   ({calls} calls)"
+        print(f"  {label:<44} {wall / n * 1000:7.3f}  {cpu_text}{calls_text}")
+
+    handle = sum(v for k, v in sec.items() if k.startswith("outcome."))
+    print(f"\ntimers ({timed.spec.name}), ms per transition:   wall      CPU  waiting")
+    row("the whole transition (worker always busy)", timed.wall_s, None)
+    row("  handle_step: what the library does", handle, sec.get("handle_step.cpu", 0.0))
+    for key in TIMED_PARTS:
+        row(f"    {key}", sec.get(key, 0.0), sec.get(f"{key}.cpu", 0.0), timed.counts.get(key, 0))
+    rest = handle - sum(sec.get(k, 0.0) for k in TIMED_PARTS)
+    rest_cpu = sec.get("handle_step.cpu", 0.0) - sum(sec.get(f"{k}.cpu", 0.0) for k in TIMED_PARTS)
+    row("    rest (engine, step function, records)", rest, rest_cpu)
+    row("  outside handle_step: Celery", timed.wall_s - handle, None)
+
+
 def report(results: list[PassResult]) -> None:
     n = results[0].items
     print(f"\none worker, {n} items queued before it starts, CPU and wall time per item (ms):")
@@ -298,19 +327,9 @@ def report(results: list[PassResult]) -> None:
             f"  {r.spec.name:<18} {r.spec.pool:<8} {r.items / r.wall_s:8.1f} {r.wall_s / r.items * 1000:6.3f}  {cells}"
         )
 
-    timed = next((r for r in results if r.spec.timers), None)
-    if timed is not None:
-        t = timed.items
-        handle = sum(v for k, v in timed.seconds.items() if k.startswith("outcome."))
-        print(f"\ntimers ({timed.spec.name}), wall ms per transition:")
-        print(f"  {'the whole transition (worker always busy)':<44} {timed.wall_s / t * 1000:6.3f}")
-        print(f"  {'  handle_step: what the library does':<44} {handle / t * 1000:6.3f}")
-        for key in TIMED_PARTS:
-            calls = timed.counts.get(key, 0)
-            print(f"  {'    ' + key:<44} {timed.seconds.get(key, 0.0) / t * 1000:6.3f}   ({calls} calls)")
-        rest = handle - sum(timed.seconds.get(k, 0.0) for k in TIMED_PARTS)
-        print(f"  {'    rest (engine, step function, records)':<44} {rest / t * 1000:6.3f}")
-        print(f"  {'  outside handle_step: Celery':<44} {(timed.wall_s - handle) / t * 1000:6.3f}")
+    for timed in results:
+        if timed.spec.timers:
+            report_timers(timed)
 
     for r in results:
         s = r.samples
@@ -331,6 +350,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=1000, help="workflow runs / chains queued per pass")
     p.add_argument("--loglevel", default="WARNING")
     p.add_argument("--no-py-spy", action="store_true", help="skip the sampling passes")
+    p.add_argument(
+        "--lean-store", action="store_true", help="add a timers pass with the benchmarks.lean_store experiment"
+    )
+    p.add_argument(
+        "--synchronous-commit",
+        choices=["on", "off", "local"],
+        default=None,
+        help="synchronous_commit of the profiled databases (default: the server's)",
+    )
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     p.add_argument("--redis-db", type=int, default=DEFAULT_REDIS_DB)
@@ -342,9 +370,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(
         runs=args.runs, workers=1, concurrency=1, pool="solo", loglevel=args.loglevel, repeats=1, idle_samples=0,
         redeliver_after=PROFILE_REDELIVER_AFTER_S, timeout=args.timeout, redis_url=args.redis_url,
-        pg_admin_url=args.pg_admin_url,
+        pg_admin_url=args.pg_admin_url, synchronous_commit=args.synchronous_commit,
     )  # fmt: skip
     passes = [x for x in PASSES if not (x.sample and args.no_py_spy)]
+    if args.lean_store:
+        passes.insert(1, Pass("flow-solo-lean", "workflow", "solo", timers=True, lean_store=True))
     workdir = Path(tempfile.mkdtemp(prefix="wfc-profile-"))
     results: list[PassResult] = []
     try:

@@ -57,7 +57,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--loglevel", default="WARNING", help="worker --loglevel (INFO adds two log lines per task to both systems)"
     )
-    p.add_argument("--repeats", type=int, default=3, help="trials of each system, interleaved a, b, a, b")
+    p.add_argument("--repeats", type=int, default=5, help="trials of each system, interleaved a, b, a, b")
     p.add_argument(
         "--idle-samples",
         type=int,
@@ -75,6 +75,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=["on", "off", "local", "remote_write", "remote_apply"],
         default=None,
         help="synchronous_commit of the benchmark databases (default: the server's)",
+    )
+    p.add_argument(
+        "--task-events",
+        choices=["on", "off"],
+        default=None,
+        help="override celeryconfig's worker_send_task_events in both systems' workers",
+    )
+    p.add_argument(
+        "--lean-store",
+        action="store_true",
+        help="experiment: workflow workers send lookup/update_run through psycopg directly (benchmarks.lean_store)",
     )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds a trial may take to finish")
     p.add_argument("--quick", action="store_true", help=f"smoke size: {QUICK_RUNS} runs, 1 repeat, 5 idle samples")
@@ -120,14 +131,24 @@ def summarise(trials: list[Trial]) -> dict[str, Any]:
             )
         }
         summary[system]["trials"] = len(mine)
+        summary[system]["throughput_range"] = [min(t.throughput for t in mine), max(t.throughput for t in mine)]
+        roles = sorted({role for t in mine for role in t.extra.get("cpu_ms_per_item", {})})
+        summary[system]["cpu_ms_per_item"] = {
+            role: median_or_none([t.extra.get("cpu_ms_per_item", {}).get(role) for t in mine]) for role in roles
+        }
     chain, flow = summary["chain"], summary["workflow"]
 
     def ratio(key: str) -> float | None:
         a, b = chain.get(key), flow.get(key)
         return None if not a or b is None else b / a
 
+    # Each workflow trial against the chain trial just before it: drifts in the
+    # machine's speed over the run cancel out within a pair.
+    pairs = zip([t for t in trials if t.system == "chain"], [t for t in trials if t.system == "workflow"], strict=False)
+    summary["pair_ratios"] = [b.throughput / a.throughput for a, b in pairs]
     summary["ratio"] = {
         "throughput": ratio("throughput"),
+        "throughput_median_of_pairs": median_or_none(summary["pair_ratios"]),
         "latency_p50": ratio("latency_p50_s"),
         "latency_p99": ratio("latency_p99_s"),
         "idle_latency_p50": ratio("idle_latency_p50_s"),
@@ -160,6 +181,12 @@ def print_header(machine: dict[str, Any], settings: Settings, args: argparse.Nam
     )
     if settings.synchronous_commit is not None:
         print(f"           benchmark databases: synchronous_commit = {settings.synchronous_commit}")
+    if settings.lean_store:
+        print(
+            "           workflow workers: experiment benchmarks.lean_store (lookup, update_run on the psycopg cursor)"
+        )
+    if settings.task_events is not None:
+        print(f"           workers: worker_send_task_events = {settings.task_events} (overrides celeryconfig)")
     print(
         f"          (a) chain: {HOPS} tasks, queues bench-chain.hop1..{HOPS}; "
         f"(b) workflow: order-processing, {TRANSITIONS_PER_RUN} steps, -Q '{FLOW_QUEUES}'"
@@ -220,6 +247,18 @@ def print_table(summary: dict[str, Any]) -> None:
             "-" if ratio["idle_latency_p50"] is None else f"{ratio['idle_latency_p50']:.2f}",
         ),
         ("latency p99 idle (ms)", _ms(chain["idle_latency_p99_s"]), _ms(flow["idle_latency_p99_s"]), ""),
+        (
+            "throughput range over trials",
+            "{:.0f} - {:.0f}".format(*chain["throughput_range"]),
+            "{:.0f} - {:.0f}".format(*flow["throughput_range"]),
+            "pairs: " + " ".join(f"{r:.2f}" for r in summary["pair_ratios"]),
+        ),
+        (
+            "CPU ms per item (all processes)",
+            f"{sum(v for v in chain['cpu_ms_per_item'].values() if v):.2f}",
+            f"{sum(v for v in flow['cpu_ms_per_item'].values() if v):.2f}",
+            "",
+        ),
     ]
     header = ("median of trials", "(a) Celery chain", "(b) workflow-celery", "(b)/(a)")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
@@ -246,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         repeats=args.repeats, idle_samples=args.idle_samples, redeliver_after=args.redeliver_after,
         timeout=args.timeout, redis_url=args.redis_url, pg_admin_url=args.pg_admin_url,
         synchronous_commit=args.synchronous_commit,
+        task_events=None if args.task_events is None else args.task_events == "on",
+        lean_store=args.lean_store,
     )  # fmt: skip
     machine = machine_info(args.pg_admin_url, broker_url)
     machine["workflow_celery"] = workflow_celery.__version__
@@ -268,9 +309,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarise(trials)
     print()
     print_table(summary)
+    for system in ("chain", "workflow"):
+        cpu = summary[system]["cpu_ms_per_item"]
+        print(
+            f"CPU ms per item, {system + ':':<9} " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if v is not None)
+        )
     print(
-        f"\n(b)/(a) throughput ratio: {summary['ratio']['throughput']:.2f}   "
-        f"total time {time.monotonic() - started:.0f}s"
+        f"\n(b)/(a) throughput ratio: {summary['ratio']['throughput']:.2f} (median of pairs "
+        f"{summary['ratio']['throughput_median_of_pairs']:.2f})   total time {time.monotonic() - started:.0f}s"
     )
     if args.json is not None:
         result = {

@@ -12,13 +12,14 @@ import json
 import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from celery import signals
+from celery import Celery, signals
 
 READY_FILE_ENV = "BENCH_READY_FILE"
+TASK_EVENTS_ENV = "BENCH_TASK_EVENTS"
 STATS_DIR_ENV = "BENCH_STATS_DIR"
 
 # Counters are flushed to disk at most this often: often enough that a worker
@@ -42,7 +43,7 @@ class ProcessStats:
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
-        self.seconds: Counter[str] = Counter()
+        self.seconds: defaultdict[str, float] = defaultdict(float)
         self._lock = threading.Lock()
         self._last_flush = 0.0
         directory = os.environ.get(STATS_DIR_ENV)
@@ -91,20 +92,28 @@ signals.worker_process_shutdown.connect(_flush, weak=False)
 signals.worker_shutdown.connect(_flush, weak=False)
 
 
+def apply_overrides(app: Celery) -> None:
+    """Settings the driver may change on top of ``celeryconfig``, for tuning experiments only."""
+    events = os.environ.get(TASK_EVENTS_ENV)
+    if events is not None:
+        app.conf.worker_send_task_events = events == "1"
+
+
 def stats() -> ProcessStats:
     """The current process's counters (a fresh object in each pool child)."""
     return STATS
 
 
-def read_stats(directory: Path) -> tuple[Counter[str], Counter[str]]:
-    """Sum the counters every worker process wrote under ``directory``."""
+def read_stats(directory: Path) -> tuple[Counter[str], defaultdict[str, float]]:
+    """Sum the counters and timers every worker process wrote under ``directory``."""
     counts: Counter[str] = Counter()
-    seconds: Counter[str] = Counter()
+    seconds: defaultdict[str, float] = defaultdict(float)
     for path in directory.glob("*.json"):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
         counts.update(data.get("counts", {}))
-        seconds.update(data.get("seconds", {}))
+        for name, value in data.get("seconds", {}).items():
+            seconds[name] += value
     return counts, seconds

@@ -1,0 +1,79 @@
+"""Experiment: a transition's two PostgreSQL statements sent through psycopg directly.
+
+Every transition costs ``SQLStore.lookup`` and ``SQLStore.update_run``: one
+round trip each, already prepared by psycopg. Around each round trip,
+SQLAlchemy's execution layer (execution context, parameter and result
+processing, ``Row`` objects) costs about as much CPU as psycopg itself.
+
+``install(store)`` replaces the two methods *on one store instance* by
+versions that check out the same pooled connection, send the very same SQL
+text and parameters on its psycopg cursor, and build the ``Record`` with the
+store's own ``_to_record``. Any database error falls back to the original
+method, which has the full error handling (the failed statement wrote nothing:
+each one is a single autocommitted statement). The workflow workers use it
+when ``BENCH_LEAN_STORE=1``; ``python -m benchmarks.profile_worker --lean-store``
+measures the difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Connection
+
+from workflow_celery import RecordNotFound, SQLStore
+from workflow_celery.core.ports import OutboxMessage
+from workflow_celery.core.record import Record
+from workflow_celery.sql import store as sql_store
+
+
+def _driver(conn: Connection) -> psycopg.Connection[Any]:
+    """The psycopg connection under a checked-out SQLAlchemy connection (autocommit, as the store set it)."""
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    return driver
+
+
+def install(store: SQLStore) -> None:
+    """Swap ``lookup`` and ``update_run`` of ``store`` (PostgreSQL only) for the lean versions."""
+    if store.engine.dialect.name != "postgresql":
+        return
+    dialect = store.engine.dialect
+    # SQLAlchemy renders its own statements for psycopg ("%(name)s" placeholders), so the
+    # server sees exactly the statements it sees through the store.
+    lookup_sql = str(sql_store._LOOKUP.compile(dialect=dialect))
+    update_sql = str(sql_store._PG_UPDATE_RUN.compile(dialect=dialect))
+    original_lookup = store.lookup
+    original_update_run = store.update_run
+
+    def lookup(run_id: str) -> Record:
+        try:
+            with store._statement() as conn:
+                cursor = _driver(conn).cursor(row_factory=namedtuple_row)
+                row = cursor.execute(lookup_sql, {"b_run_id": run_id}).fetchone()
+        except psycopg.Error:
+            return original_lookup(run_id)
+        if row is None:
+            raise RecordNotFound(run_id=run_id)
+        # A named tuple reads like the SQLAlchemy Row that _to_record expects (attribute access).
+        return sql_store._to_record(row)  # type: ignore[arg-type]
+
+    def update_run(
+        record: Record, expected_version: int, outbox: Sequence[OutboxMessage], *, reset_errors: bool = False
+    ) -> bool:
+        params: dict[str, Any] = sql_store._record_params(record)
+        params.update(sql_store._outbox_arrays(outbox))
+        params["expected_version"] = expected_version
+        params["reset_errors"] = reset_errors
+        try:
+            with store._statement() as conn:
+                row = _driver(conn).execute(update_sql, params).fetchone()
+        except psycopg.Error:
+            return original_update_run(record, expected_version, outbox, reset_errors=reset_errors)
+        return bool(row and row[0])
+
+    store.lookup = lookup  # type: ignore[method-assign]
+    store.update_run = update_run  # type: ignore[method-assign]
