@@ -84,22 +84,12 @@ class Builder(Generic[T, S]):
         ``run.skip()``, ``run.save_and_repeat()``, ``run.pause(reason)`` or
         ``run.cancel(reason)``. Raising an exception retries the step.
         """
-        self._check_open()
-        source = self._status_value(from_status, "from status")
-        if source in self._definition.steps:
+        if self._status_value(from_status, "from status") in self._definition.steps:
             raise ConfigurationError(
                 f"a step for {from_status.name} already exists: only one step can consume a status",
                 workflow=self.name,
             )
-        if not callable(fn):
-            raise ConfigurationError(f"step for {from_status.name} is not callable: {fn!r}", workflow=self.name)
-        if not allowed_to:
-            raise ConfigurationError(
-                f"step for {from_status.name} has no allowed destination: pass at least one status",
-                workflow=self.name,
-            )
-        dests = tuple(self._status_value(s, "destination") for s in allowed_to)
-        self._definition.graph.add_edges(source, dests)
+        source, dests = self._edges("step", from_status, allowed_to, fn=fn)
         self._definition.steps[source] = StepSpec(
             status=source,
             fn=fn,
@@ -117,17 +107,7 @@ class Builder(Generic[T, S]):
         callbacks may wait on one status: they are tried in order until one
         moves the run.
         """
-        self._check_open()
-        source = self._status_value(from_status, "from status")
-        if not callable(fn):
-            raise ConfigurationError(f"callback for {from_status.name} is not callable: {fn!r}", workflow=self.name)
-        if not allowed_to:
-            raise ConfigurationError(
-                f"callback for {from_status.name} has no allowed destination: pass at least one status",
-                workflow=self.name,
-            )
-        dests = tuple(self._status_value(s, "destination") for s in allowed_to)
-        self._definition.graph.add_edges(source, dests)
+        source, dests = self._edges("callback", from_status, allowed_to, fn=fn)
         self._definition.callbacks.setdefault(source, []).append(
             CallbackSpec(status=source, fn=fn, destinations=dests, is_async=inspect.iscoroutinefunction(fn))
         )
@@ -146,21 +126,30 @@ class Builder(Generic[T, S]):
         broker ETA) and the timeout is cancelled when the run leaves the status.
         Use :func:`duration_timer` or :func:`time_timer` for the common cases.
         """
+        source, dests = self._edges("timeout", from_status, allowed_to, fn=fn, timer=timer)
+        self._definition.timeouts.setdefault(source, []).append(
+            TimeoutSpec(status=source, timer=timer, fn=fn, destinations=dests, is_async=inspect.iscoroutinefunction(fn))
+        )
+
+    def _edges(
+        self, what: str, from_status: S, allowed_to: tuple[S, ...], **functions: Any
+    ) -> tuple[int, tuple[int, ...]]:
+        """Check a step, callback or timeout's statuses and functions; add its edges to the graph."""
         self._check_open()
         source = self._status_value(from_status, "from status")
-        for what, f in (("timer", timer), ("timeout function", fn)):
+        for role, f in functions.items():
             if not callable(f):
-                raise ConfigurationError(f"{what} for {from_status.name} is not callable: {f!r}", workflow=self.name)
+                raise ConfigurationError(
+                    f"{what} {role} for {from_status.name} is not callable: {f!r}", workflow=self.name
+                )
         if not allowed_to:
             raise ConfigurationError(
-                f"timeout for {from_status.name} has no allowed destination: pass at least one status",
+                f"{what} for {from_status.name} has no allowed destination: pass at least one status",
                 workflow=self.name,
             )
         dests = tuple(self._status_value(s, "destination") for s in allowed_to)
         self._definition.graph.add_edges(source, dests)
-        self._definition.timeouts.setdefault(source, []).append(
-            TimeoutSpec(status=source, timer=timer, fn=fn, destinations=dests, is_async=inspect.iscoroutinefunction(fn))
-        )
+        return source, dests
 
     def _add_hook(self, event: str, fn: F) -> F:
         self._check_open()
