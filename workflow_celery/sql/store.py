@@ -946,11 +946,7 @@ class SQLStore:
         params: dict[str, Any] = {
             "run_id": run_id,
             "status": int(status),
-            "count": 1,
-            "error_type": error.error_type,
-            "message": error.message,
-            "traceback": error.traceback,
-            "occurred_at": to_utc(error.occurred_at),
+            **_error_params(error),
         }
         if self._pg:
             params.update(_outbox_arrays([retry] if retry is not None else []))
@@ -971,12 +967,7 @@ class SQLStore:
                 run_id=row.run_id,
                 status=row.status,
                 count=row._mapping["count"],  # ``Row.count`` is the tuple method
-                last_error=ErrorInfo(
-                    error_type=row.error_type,
-                    message=row.message,
-                    traceback=row.traceback,
-                    occurred_at=to_utc(row.occurred_at),
-                ),
+                last_error=_error_info(row),
             )
             for row in rows
         ]
@@ -990,11 +981,7 @@ class SQLStore:
             "message_id": message.id,
             "run_id": message.run_id,
             "hook": hook,
-            "count": 1,
-            "error_type": error.error_type,
-            "message": error.message,
-            "traceback": error.traceback,
-            "occurred_at": to_utc(error.occurred_at),
+            **_error_params(error),
         }
         if self._pg:
             params["retry_at"] = to_utc(retry_at)
@@ -1015,12 +1002,27 @@ class SQLStore:
                 run_id=row.run_id,
                 hook=row.hook,
                 count=row._mapping["count"],
-                last_error=ErrorInfo(
-                    error_type=row.error_type,
-                    message=row.message,
-                    traceback=row.traceback,
-                    occurred_at=to_utc(row.occurred_at),
-                ),
+                last_error=_error_info(row),
             )
             for row in rows
         ]
+
+
+def _error_params(error: ErrorInfo) -> dict[str, Any]:
+    """The columns a new error counter row gets from one failure."""
+    return {
+        "count": 1,
+        "error_type": error.error_type,
+        "message": error.message,
+        "traceback": error.traceback,
+        "occurred_at": to_utc(error.occurred_at),
+    }
+
+
+def _error_info(row: Row[Any]) -> ErrorInfo:
+    return ErrorInfo(
+        error_type=row.error_type,
+        message=row.message,
+        traceback=row.traceback,
+        occurred_at=to_utc(row.occurred_at),
+    )
