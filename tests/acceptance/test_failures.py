@@ -80,19 +80,30 @@ def contiguous_once(store: SQLStore, run_id: str, flow: list[int]) -> None:
     assert sum(h.run_state == RunState.COMPLETED for h in history) == 1, run_id
 
 
+def completed(store: SQLStore, limit: int) -> int:
+    return len(store.list_runs("flaky-steps", run_state=RunState.COMPLETED, limit=limit))
+
+
+def load_in_flight(
+    wf: Workflow[Task, Stage], store: SQLStore, marker_dir: Path, *, runs: int, step_sleep: float, started: int
+) -> list[str]:
+    """Trigger ``runs`` runs and return once ``started`` of them have completed: the rest are in flight."""
+    run_ids = [
+        wf.trigger(f"load-{i}", initial_value=Task(marker_dir=str(marker_dir), step_sleep=step_sleep))
+        for i in range(runs)
+    ]
+    wait_until(lambda: completed(store, runs) >= started, 60, "some runs to complete")
+    return run_ids
+
+
 def test_redis_flushed_while_300_runs_are_in_flight(
     broker_url: str, store: SQLStore, start_worker: Callable[..., Worker], tmp_path: Path
 ) -> None:
     wf = flaky(broker_url, store)
     start_worker(APP, "flaky-steps.*", concurrency=2)
-    run_ids = [wf.trigger(f"f-{i}", initial_value=Task(marker_dir=str(tmp_path), step_sleep=0.02)) for i in range(300)]
-    wait_until(
-        lambda: len(store.list_runs("flaky-steps", run_state=RunState.COMPLETED, limit=300)) >= 20,
-        60,
-        "some runs to complete",
-    )
+    run_ids = load_in_flight(wf, store, tmp_path, runs=300, step_sleep=0.02, started=20)
     redis.Redis.from_url(broker_url).flushdb()  # every queued and unacknowledged message is gone
-    done_before = len(store.list_runs("flaky-steps", run_state=RunState.COMPLETED, limit=300))
+    done_before = completed(store, 300)
     assert done_before < 300, "the flush came too late to lose anything"
     elapsed = wait_all_finished(wf, run_ids, timeout=180)
     print(f"{300 - done_before} runs in flight at the flush; all 300 completed {elapsed:.1f}s later")
@@ -116,12 +127,7 @@ def test_postgres_restarted_while_runs_are_in_flight(
 ) -> None:
     wf = flaky(broker_url, store)
     start_worker(APP, "flaky-steps.*", concurrency=2)
-    run_ids = [wf.trigger(f"pg-{i}", initial_value=Task(marker_dir=str(tmp_path), step_sleep=0.05)) for i in range(200)]
-    wait_until(
-        lambda: len(store.list_runs("flaky-steps", run_state=RunState.COMPLETED, limit=200)) >= 10,
-        60,
-        "some runs to complete",
-    )
+    run_ids = load_in_flight(wf, store, tmp_path, runs=200, step_sleep=0.05, started=10)
     _postgres_restart()
     for _ in range(3):  # the pool's connections died with the server: the first calls fail, then it reconnects
         try:
