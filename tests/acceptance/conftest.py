@@ -50,7 +50,9 @@ def pg_database() -> Iterator[str]:
 
 
 # Tests run one at a time and each flushes its database first, so the numbers can be reused.
-_redis_db = itertools.cycle(range(3, 16))
+# WORKFLOW_CELERY_TEST_REDIS_DBS ("first-last") gives two suites on one Redis separate databases.
+_first, _last = (int(n) for n in os.environ.get("WORKFLOW_CELERY_TEST_REDIS_DBS", "3-15").split("-"))
+_redis_db = itertools.cycle(range(_first, _last + 1))
 
 
 @pytest.fixture
