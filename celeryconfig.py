@@ -20,8 +20,10 @@ result_serializer = "json"
 task_ignore_result = True
 result_backend = None
 
-# Acknowledge after the step committed, and give the message back if the worker
-# process dies mid-step, so a crash loses nothing.
+# Acknowledge after the step committed. For your other tasks, give the message back if the worker
+# process dies mid-task. Workflow tasks override this on themselves: their doorbell stays in the
+# database, the relay rings it again and the lost attempt is counted, so a step that keeps killing
+# its process pauses the run instead of looping.
 task_acks_late = True
 task_reject_on_worker_lost = True
 # One message at a time per process: a slow step never hides others behind it.
@@ -38,8 +40,9 @@ broker_connection_retry_on_startup = True
 
 # Steps should be short. At the soft limit Celery raises SoftTimeLimitExceeded inside the step: it
 # counts as a failed attempt (retried with backoff, pausing the run after pause_after_err_count).
-# At the hard limit the process is killed; the run is picked up again once its lease runs out.
-# Workers refuse to start when the hard limit is not below the Redis visibility_timeout.
+# At the hard limit the process is killed: a failed attempt too, counted by the next one.
+# Workers refuse to start when the hard limit plus the workflows' max_retry_countdown is not
+# below the Redis visibility_timeout.
 task_soft_time_limit = int(os.environ.get("WORKFLOW_CELERY_TASK_SOFT_TIME_LIMIT", "240"))
 task_time_limit = int(os.environ.get("WORKFLOW_CELERY_TASK_TIME_LIMIT", "300"))
 

@@ -74,10 +74,10 @@ def _instrument() -> None:
 
     def counting_handle_step(status: int, body: Any) -> Any:
         start, start_cpu = time.perf_counter(), time.thread_time()
-        outcome = handle_step(status, body)
+        answer = handle_step(status, body)
         stats().add("handle_step.cpu", time.thread_time() - start_cpu, count=0)
-        stats().add(f"outcome.{outcome.value}", time.perf_counter() - start)
-        return outcome
+        stats().add(f"outcome.{answer.outcome.value}", time.perf_counter() - start)
+        return answer
 
     def counting_relay_once(*args: Any, **kwargs: Any) -> int:
         sent = relay_once(*args, **kwargs)
@@ -89,7 +89,7 @@ def _instrument() -> None:
     wf.relay_once = counting_relay_once  # type: ignore[method-assign]
     if os.environ.get("BENCH_TIMINGS") == "1":
         engine = wf.engine
-        store.lookup = _timed("store.lookup", store.lookup)  # type: ignore[method-assign]
+        store.claim = _timed("store.claim", store.claim)  # type: ignore[method-assign]
         store.update_run = _timed("store.update_run", store.update_run)  # type: ignore[method-assign]
         engine.dispatcher.publish = _timed("dispatcher.publish", engine.dispatcher.publish)  # type: ignore[method-assign]
         engine.codec.decode = _timed("codec.decode", engine.codec.decode)  # type: ignore[method-assign]

@@ -1,14 +1,15 @@
 """Experiment: a transition's two PostgreSQL statements sent through psycopg directly.
 
-Every transition costs ``SQLStore.lookup`` and ``SQLStore.update_run``: one
-round trip each, already prepared by psycopg. Around each round trip,
-SQLAlchemy's execution layer (execution context, parameter and result
-processing, ``Row`` objects) costs about as much CPU as psycopg itself.
+Every transition costs ``SQLStore.claim`` (read the run, claim its doorbell)
+and ``SQLStore.update_run``: one round trip each, already prepared by
+psycopg. Around each round trip, SQLAlchemy's execution layer (execution
+context, parameter and result processing, ``Row`` objects) costs about as
+much CPU as psycopg itself.
 
 ``install(store)`` replaces the two methods *on one store instance* by
 versions that check out the same pooled connection, send the very same SQL
-text and parameters on its psycopg cursor, and build the ``Record`` with the
-store's own ``_to_record``. Any database error falls back to the original
+text and parameters on its psycopg cursor, and build the ``Claim`` with the
+store's own ``claim_from_row``. Any database error falls back to the original
 method, which has the full error handling (the failed statement wrote nothing:
 each one is a single autocommitted statement). The workflow workers use it
 when ``BENCH_LEAN_STORE=1``; ``python -m benchmarks.profile_worker --lean-store``
@@ -18,16 +19,18 @@ measures the difference.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.rows import namedtuple_row
+from psycopg.rows import dict_row
 from sqlalchemy import Connection
 
-from workflow_celery import RecordNotFound, SQLStore
-from workflow_celery.core.ports import OutboxMessage
+from workflow_celery import SQLStore
+from workflow_celery.core.ports import Claim, OutboxMessage
 from workflow_celery.core.record import Record
 from workflow_celery.sql import store as sql_store
+from workflow_celery.sql.schema import to_utc
 
 
 def _driver(conn: Connection) -> psycopg.Connection[Any]:
@@ -38,28 +41,43 @@ def _driver(conn: Connection) -> psycopg.Connection[Any]:
 
 
 def install(store: SQLStore) -> None:
-    """Swap ``lookup`` and ``update_run`` of ``store`` (PostgreSQL only) for the lean versions."""
+    """Swap ``claim`` and ``update_run`` of ``store`` (PostgreSQL only) for the lean versions."""
     if store.engine.dialect.name != "postgresql":
         return
     dialect = store.engine.dialect
     # SQLAlchemy renders its own statements for psycopg ("%(name)s" placeholders), so the
     # server sees exactly the statements it sees through the store.
-    lookup_sql = str(sql_store._LOOKUP.compile(dialect=dialect))
+    claim_sql = str(sql_store._PG_CLAIM.compile(dialect=dialect))
     update_sql = str(sql_store._PG_UPDATE_RUN.compile(dialect=dialect))
-    original_lookup = store.lookup
+    original_claim = store.claim
     original_update_run = store.update_run
 
-    def lookup(run_id: str) -> Record:
+    def claim(
+        message_id: str,
+        run_id: str,
+        version: int | None,
+        token: str,
+        now: datetime,
+        until: datetime,
+        *,
+        attempt: int | None = None,
+    ) -> Claim:
+        params = {
+            "id": message_id,
+            "run_id": run_id,
+            "version": version,
+            "attempt": attempt,
+            "token": token,
+            "now": to_utc(now),
+            "until": to_utc(until),
+        }
         try:
             with store._statement() as conn:
-                cursor = _driver(conn).cursor(row_factory=namedtuple_row)
-                row = cursor.execute(lookup_sql, {"b_run_id": run_id}).fetchone()
+                row = _driver(conn).cursor(row_factory=dict_row).execute(claim_sql, params).fetchone()
         except psycopg.Error:
-            return original_lookup(run_id)
-        if row is None:
-            raise RecordNotFound(run_id=run_id)
-        # A named tuple reads like the SQLAlchemy Row that _to_record expects (attribute access).
-        return sql_store._to_record(row)  # type: ignore[arg-type]
+            return original_claim(message_id, run_id, version, token, now, until, attempt=attempt)
+        assert row is not None
+        return sql_store.claim_from_row(row, to_utc(until))
 
     def update_run(
         record: Record, expected_version: int, outbox: Sequence[OutboxMessage], *, reset_errors: bool = False
@@ -75,5 +93,5 @@ def install(store: SQLStore) -> None:
             return original_update_run(record, expected_version, outbox, reset_errors=reset_errors)
         return bool(row and row[0])
 
-    store.lookup = lookup  # type: ignore[method-assign]
+    store.claim = claim  # type: ignore[method-assign]
     store.update_run = update_run  # type: ignore[method-assign]

@@ -8,7 +8,7 @@ is busy from its first message to its last and everything measured is
 steady-state work. Each pass has a fresh database and a flushed Redis db:
 
 - ``flow-solo-timers``: the workflow on ``--pool solo``; the worker wraps
-  ``store.lookup``, ``store.update_run``, the dispatcher's ``publish`` and the
+  ``store.claim``, ``store.update_run``, the dispatcher's ``publish`` and the
   object codec, and records wall (``perf_counter``) and CPU (``thread_time``)
   time of each; ``--lean-store`` adds ``flow-solo-lean``, the same with the
   experiment of ``benchmarks.lean_store``;
@@ -54,7 +54,7 @@ from workflow_celery import SQLStore
 PROFILE_REDELIVER_AFTER_S = 3600.0
 SAMPLE_RATE_HZ = 200
 DEFAULT_REDIS_DB = 1  # not 0 (celeryconfig's default), 2 (benchmarks.run) or 3-15 (acceptance tests)
-TIMED_PARTS = ("store.lookup", "store.update_run", "dispatcher.publish", "codec.decode", "codec.encode")
+TIMED_PARTS = ("store.claim", "store.update_run", "dispatcher.publish", "codec.decode", "codec.encode")
 
 System = Literal["workflow", "chain"]
 
@@ -67,7 +67,7 @@ System = Literal["workflow", "chain"]
 # consumer patterns would claim every sample if they were tried first.
 BUCKETS: list[tuple[str, str]] = [
     ("store.update_run: compare-and-set + commit", r"SQLStore\.update_run \("),
-    ("store.lookup: read the run", r"SQLStore\.lookup \("),
+    ("store.claim: read the run and claim its doorbell", r"SQLStore\.claim \("),
     ("publish the next message (send_task)", r"CeleryDispatcher\.publish \(|send_hop \(.*benchmarks/chain_app"),
     ("record completion in Redis (chain only)", r"^_hop \(.*benchmarks/chain_app.*|rpush \("),
     ("object codec (pydantic)", r"ObjectCodec\.(encode|decode) \("),

@@ -6,6 +6,11 @@ calling thread) hand them to exactly the function a Celery task calls,
 embedded demo. It is not Celery's eager mode: doorbells are published after
 commit and answered later, so ordering, duplicates and stale messages behave
 as they do with a real broker.
+
+A failed attempt whose retry Celery would send with a countdown is held by
+the broker until the workflow's clock reaches its time (``drain()`` delivers
+it then), as a Celery worker holds an ETA message; far retries wait in the
+store for ``relay()``, as they do on Celery.
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from .core.answer import Answer, HookOutcome, Outcome
+from .core.claims import ClaimKeeper
 from .core.definition import Definition
-from .core.engine import Outcome
 from .core.errors import ConfigurationError
-from .core.hooks import HookOutcome
 from .core.maintenance import Maintenance
+from .core.messages import with_attempt
 from .core.options import WorkflowOptions
 from .core.ports import Clock, OutboxMessage, RecordStore
 from .core.workflow import Workflow
@@ -48,8 +55,12 @@ class InProcessBroker:
     def __init__(self, *, drop: Callable[[Delivery], bool] | None = None) -> None:
         self._queue: queue.Queue[Delivery] = queue.Queue()
         self._workflows: dict[str, Workflow[Any, Any]] = {}
-        self._handlers: dict[str, Callable[[Any], Outcome | HookOutcome]] = {}
+        self._handlers: dict[str, tuple[Workflow[Any, Any], Callable[[Any], Answer]]] = {}
         self._threads: list[threading.Thread] = []
+        self._scheduled: list[tuple[datetime, Clock, Delivery]] = []
+        self._running: dict[int, Delivery] = {}
+        self._claims: ClaimKeeper | None = None
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._drop = drop
         self.outcomes: list[tuple[str, Outcome | HookOutcome]] = []
@@ -60,7 +71,7 @@ class InProcessBroker:
 
     def publish(self, messages: Sequence[OutboxMessage]) -> None:
         for m in messages:
-            delivery = Delivery(queue=m.queue, task=m.task, body=dict(m.body))
+            delivery = Delivery(queue=m.queue, task=m.task, body=with_attempt(m.body, m.retries + 1))
             if self._drop is not None and self._drop(delivery):
                 continue
             self.published += 1
@@ -80,11 +91,11 @@ class InProcessBroker:
         wf: Workflow[Any, Any] = Workflow(definition, store, self, clock, options)
         self._workflows[definition.name] = wf
         for status, queue_name in definition.step_queues().items():
-            self._handlers[queue_name] = _step_handler(wf, status)
-        self._handlers[definition.delete_queue()] = wf.handle_delete
+            self._handlers[queue_name] = (wf, _step_handler(wf, status))
+        self._handlers[definition.delete_queue()] = (wf, wf.handle_delete)
         for event, fns in definition.hooks.items():
             if fns:
-                self._handlers[definition.hook_queue_for(event)] = _hook_handler(wf, event)
+                self._handlers[definition.hook_queue_for(event)] = (wf, _hook_handler(wf, event))
         return wf
 
     @property
@@ -94,26 +105,52 @@ class InProcessBroker:
     # -- consuming ---------------------------------------------------------
 
     def _deliver(self, delivery: Delivery) -> None:
-        handler = self._handlers.get(delivery.queue)
-        if handler is None:
+        found = self._handlers.get(delivery.queue)
+        if found is None:
             log.error("dropping message for unknown queue %s", delivery.queue)
             return
+        wf, handler = found
+        key = id(delivery)
+        with self._lock:
+            self._running[key] = delivery
         try:
-            outcome = handler(delivery.body)
+            answer = handler(delivery.body)
         except Exception:
             # Like a Celery task failing: the message is gone, the doorbell row is not.
             log.exception("task %s failed", delivery.task)
             return
+        finally:
+            with self._lock:
+                self._running.pop(key, None)
         with self._outcomes_lock:
-            self.outcomes.append((delivery.queue, outcome))
+            self.outcomes.append((delivery.queue, answer.outcome))
+        if answer.retry is not None and answer.retry.countdown is not None and isinstance(delivery.body, dict):
+            again = Delivery(delivery.queue, delivery.task, with_attempt(delivery.body, answer.attempt + 1))
+            with self._lock:
+                self._scheduled.append((answer.retry.retry_at, wf.clock, again))
 
     def pending(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def scheduled(self) -> list[tuple[datetime, str]]:
+        """Retries held until their time, as ``(due, queue)``: what ``celery inspect scheduled`` lists."""
+        with self._lock:
+            return sorted((due, d.queue) for due, _, d in self._scheduled)
+
+    def _release_due(self) -> int:
+        with self._lock:
+            due = [item for item in self._scheduled if item[1].now() >= item[0]]
+            self._scheduled = [item for item in self._scheduled if item not in due]
+        for _, _, delivery in due:
+            self._queue.put(delivery)
+        return len(due)
+
     def drain(self, *, max_messages: int = 100_000) -> int:
-        """Answer queued messages in this thread until none is left; return how many."""
+        """Answer queued messages (and retries whose time has come) in this thread until none is left."""
         handled = 0
         while handled < max_messages:
+            self._release_due()
             try:
                 delivery = self._queue.get_nowait()
             except queue.Empty:
@@ -151,10 +188,18 @@ class InProcessBroker:
         relay = threading.Thread(target=self._relay_loop, name="inprocess-relay", daemon=True)
         relay.start()
         self._threads.append(relay)
+        self._claims = ClaimKeeper(list(self._workflows.values()), self._running_work).start("inprocess-claims")
         return self
+
+    def _running_work(self) -> list[tuple[str, Any]]:
+        with self._lock:
+            return [(d.queue, d.body) for d in self._running.values()]
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        if self._claims is not None:
+            self._claims.stop(timeout)
+            self._claims = None
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
@@ -167,6 +212,7 @@ class InProcessBroker:
 
     def _work(self) -> None:
         while not self._stop.is_set():
+            self._release_due()
             try:
                 delivery = self._queue.get(timeout=0.05)
             except queue.Empty:
@@ -177,15 +223,15 @@ class InProcessBroker:
         Maintenance(list(self._workflows.values())).run(self._stop)
 
 
-def _step_handler(wf: Workflow[Any, Any], status: int) -> Callable[[Any], Outcome]:
-    def handle(body: Any) -> Outcome:
+def _step_handler(wf: Workflow[Any, Any], status: int) -> Callable[[Any], Answer]:
+    def handle(body: Any) -> Answer:
         return wf.handle_step(status, body)
 
     return handle
 
 
-def _hook_handler(wf: Workflow[Any, Any], event: str) -> Callable[[Any], HookOutcome]:
-    def handle(body: Any) -> HookOutcome:
+def _hook_handler(wf: Workflow[Any, Any], event: str) -> Callable[[Any], Answer]:
+    def handle(body: Any) -> Answer:
         return wf.handle_hook(event, body)
 
     return handle

@@ -8,9 +8,10 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from .core.errors import RecordNotFound, WorkflowInProgress
-from .core.ports import ErrorInfo, HookErrors, Order, OutboxMessage, StepErrors
+from .core.ports import Claim, ErrorInfo, HookErrors, Order, OutboxMessage, StepErrors
 from .core.record import HistoryEntry, Record
 from .core.run_state import RunState
+from .core.text import MAX_NAME_LENGTH, storable_text
 
 
 class MemoryStore:
@@ -25,6 +26,8 @@ class MemoryStore:
         self._errors: dict[tuple[str, int], StepErrors] = {}
         self._hook_errors: dict[str, HookErrors] = {}
         self._slots: dict[tuple[str, int, int], tuple[str, datetime]] = {}
+        self._holders: dict[str, str] = {}
+        """Doorbell id -> token of the claim on it (kept after expiry until released: an abandoned attempt)."""
 
     def create_schema(self) -> None:
         return None
@@ -88,15 +91,20 @@ class MemoryStore:
             self._records[record.run_id] = record
             self._append_history(record)
             for mid in [k for k, m in self._outbox.items() if m.run_id == record.run_id and m.kind == "step"]:
-                del self._outbox[mid]
+                self._drop(mid)
             for key in [k for k in self._errors if k[0] == record.run_id and k[1] != record.status]:
                 del self._errors[key]
             if reset_errors:
                 for key in [k for k in self._errors if k[0] == record.run_id]:
                     self._errors[key] = replace(self._errors[key], count=0)
             for msg in outbox:
+                self._holders.pop(msg.id, None)
                 self._outbox[msg.id] = msg
             return True
+
+    def _drop(self, message_id: str) -> None:
+        self._outbox.pop(message_id, None)
+        self._holders.pop(message_id, None)
 
     def scrub_history(self, run_id: str, obj: bytes) -> None:
         with self._lock:
@@ -177,7 +185,10 @@ class MemoryStore:
         self, now: datetime, *, limit: int, redeliver_after: timedelta, max_interval: timedelta
     ) -> list[OutboxMessage]:
         with self._lock:
-            due = sorted((m for m in self._outbox.values() if m.due_at <= now), key=lambda m: (m.due_at, m.id))
+            due = sorted(
+                (m for m in self._outbox.values() if m.due_at <= now and not _held(m, now)),
+                key=lambda m: (m.due_at, m.id),
+            )
             claimed = due[:limit]
             for msg in claimed:
                 # Cap the exponent first: a row never answered must not overflow timedelta.
@@ -188,21 +199,76 @@ class MemoryStore:
     def delete_outbox(self, message_ids: Sequence[str]) -> None:
         with self._lock:
             for mid in message_ids:
-                self._outbox.pop(mid, None)
+                self._drop(mid)
 
-    def postpone_outbox(self, message_ids: Sequence[str], due_at: datetime) -> None:
+    def claim(
+        self,
+        message_id: str,
+        run_id: str,
+        version: int | None,
+        token: str,
+        now: datetime,
+        until: datetime,
+        *,
+        attempt: int | None = None,
+    ) -> Claim:
+        with self._lock:
+            record = self._records.get(run_id)
+            row = self._outbox.get(message_id)
+            if row is not None and row.kind == "hook":
+                hook = self._hook_errors.get(message_id)
+                failures = hook.count if hook else 0
+            else:
+                errors = self._errors.get((run_id, record.status)) if record is not None else None
+                failures = errors.count if errors else 0
+            current = version is None or (record is not None and record.meta.version == version)
+            if row is None or not current or _held(row, now) or (attempt is not None and attempt != row.retries + 1):
+                return Claim(record=record, doorbell=row, claimed=False, abandoned=False, failures=failures)
+            abandoned = message_id in self._holders
+            row = replace(row, claimed_until=until)
+            self._outbox[message_id] = row
+            self._holders[message_id] = token
+            return Claim(record=record, doorbell=row, claimed=True, abandoned=abandoned, failures=failures)
+
+    def renew_claims(self, message_ids: Sequence[str], until: datetime) -> None:
         with self._lock:
             for mid in message_ids:
-                msg = self._outbox.get(mid)
-                if msg is not None and msg.due_at < due_at:
-                    self._outbox[mid] = replace(msg, due_at=due_at)
+                row = self._outbox.get(mid)
+                if row is not None and mid in self._holders and row.claimed_until is not None:
+                    self._outbox[mid] = replace(row, claimed_until=max(row.claimed_until, until))
+            holders = set(message_ids)
+            for key, (who, expires) in list(self._slots.items()):
+                if who in holders and expires < until:
+                    self._slots[key] = (who, until)
 
-    def reschedule_outbox(self, message_ids: Sequence[str], due_at: datetime) -> None:
+    def _holds(self, message_id: str, token: str) -> OutboxMessage | None:
+        row = self._outbox.get(message_id)
+        return row if row is not None and self._holders.get(message_id) == token else None
+
+    def release_claim(self, message_id: str, token: str, *, due_at: datetime | None = None) -> bool:
         with self._lock:
-            for mid in message_ids:
-                msg = self._outbox.get(mid)
-                if msg is not None:
-                    self._outbox[mid] = replace(msg, due_at=due_at)
+            row = self._holds(message_id, token)
+            if row is None:
+                return False
+            del self._holders[message_id]
+            self._outbox[message_id] = replace(row, claimed_until=None, due_at=row.due_at if due_at is None else due_at)
+            return True
+
+    def abandon_claim(self, message_id: str, now: datetime) -> None:
+        with self._lock:
+            row = self._outbox.get(message_id)
+            if row is not None and message_id in self._holders:
+                self._outbox[message_id] = replace(row, claimed_until=now, due_at=min(row.due_at, now))
+
+    def replace_doorbell(self, message_id: str, token: str, messages: Sequence[OutboxMessage]) -> bool:
+        with self._lock:
+            if self._holds(message_id, token) is None:
+                return False
+            self._drop(message_id)
+            for msg in messages:
+                self._holders.pop(msg.id, None)
+                self._outbox[msg.id] = msg
+            return True
 
     def acquire_slot(
         self, workflow_name: str, status: int, limit: int, holder: str, now: datetime, expires_at: datetime
@@ -215,43 +281,71 @@ class MemoryStore:
                     return True
             return False
 
-    def extend_slot(self, holder: str, expires_at: datetime) -> None:
-        with self._lock:
-            for key, (who, _) in list(self._slots.items()):
-                if who == holder:
-                    self._slots[key] = (holder, expires_at)
-
     def release_slot(self, holder: str) -> None:
         with self._lock:
             for key in [k for k, (who, _) in self._slots.items() if who == holder]:
                 del self._slots[key]
 
-    def record_error(self, run_id: str, status: int, error: ErrorInfo, retry: OutboxMessage | None) -> int:
+    def record_failure(
+        self,
+        message_id: str,
+        token: str,
+        run_id: str,
+        status: int,
+        error: ErrorInfo,
+        *,
+        due_at: datetime | None,
+        retries: int,
+    ) -> int | None:
         with self._lock:
-            key = (run_id, status)
-            previous = self._errors.get(key)
-            count = (previous.count if previous else 0) + 1
-            self._errors[key] = StepErrors(run_id=run_id, status=status, count=count, last_error=error)
-            if retry is not None:
-                self._outbox[retry.id] = retry
-            return count
+            row = self._holds(message_id, token)
+            if row is None:
+                return None
+            del self._holders[message_id]
+            self._outbox[message_id] = replace(
+                row, claimed_until=None, retries=retries, due_at=row.due_at if due_at is None else due_at
+            )
+            return self._count(run_id, status, error)
+
+    def record_error(self, run_id: str, status: int, error: ErrorInfo) -> int:
+        with self._lock:
+            return self._count(run_id, status, error)
+
+    def _count(self, run_id: str, status: int, error: ErrorInfo) -> int:
+        previous = self._errors.get((run_id, status))
+        count = (previous.count if previous else 0) + 1
+        self._errors[(run_id, status)] = StepErrors(run_id=run_id, status=status, count=count, last_error=error)
+        return count
 
     def errors(self, run_id: str) -> list[StepErrors]:
         with self._lock:
             return sorted((e for k, e in self._errors.items() if k[0] == run_id), key=lambda e: e.status)
 
-    def record_hook_error(self, message: OutboxMessage, hook: str, error: ErrorInfo, retry_at: datetime) -> int:
+    def record_hook_failure(
+        self, message_id: str, token: str, hook: str, error: ErrorInfo, *, due_at: datetime, retries: int
+    ) -> int | None:
         with self._lock:
-            previous = self._hook_errors.get(message.id)
+            row = self._holds(message_id, token)
+            if row is None:
+                return None
+            del self._holders[message_id]
+            self._outbox[message_id] = replace(row, claimed_until=None, retries=retries, due_at=due_at)
+            previous = self._hook_errors.get(message_id)
             count = (previous.count if previous else 0) + 1
-            self._hook_errors[message.id] = HookErrors(
-                message_id=message.id, run_id=message.run_id, hook=hook, count=count, last_error=error
+            self._hook_errors[message_id] = HookErrors(
+                message_id=message_id,
+                run_id=row.run_id,
+                hook=storable_text(hook, limit=MAX_NAME_LENGTH),
+                count=count,
+                last_error=error,
             )
-            current = self._outbox.get(message.id)
-            if current is not None:
-                self._outbox[message.id] = replace(current, due_at=retry_at)
             return count
 
     def hook_errors(self, run_id: str) -> list[HookErrors]:
         with self._lock:
             return sorted((e for e in self._hook_errors.values() if e.run_id == run_id), key=lambda e: e.message_id)
+
+
+def _held(row: OutboxMessage, now: datetime) -> bool:
+    """A claim on the row that has not expired: its work is running."""
+    return row.claimed_until is not None and row.claimed_until > now

@@ -139,7 +139,7 @@ def test_create_schema_is_idempotent_and_keeps_data(store: RecordStore) -> None:
 
 def test_migrations_reach_head_and_match_schema_module(sql_backend: Backend) -> None:
     assert sql_backend.url is not None
-    assert migrate.current(sql_backend.url) == migrate.head() == "0002"
+    assert migrate.current(sql_backend.url) == migrate.head() == "0003"
     engine = sa.create_engine(sql_backend.url)
     try:
         with engine.connect() as conn:
@@ -345,7 +345,7 @@ def test_update_run_compare_and_set(store: RecordStore) -> None:
     assert store.lookup("run-1") == v2
 
     stale = moved(v1, status=9)
-    store.record_error("run-1", 2, err(), None)
+    store.record_error("run-1", 2, err())
     assert store.update_run(stale, 1, [msg(stale, id="stale.1"), msg(stale, kind="hook", id="stale.h")]) is False
     # A lost compare-and-set writes nothing at all.
     assert store.lookup("run-1") == v2
@@ -422,10 +422,10 @@ def test_update_clears_error_counters_of_other_statuses(store: RecordStore) -> N
     v1 = rec()
     store.insert_run(v1, [])
     store.insert_run(rec("run-2", foreign_id="customer-2"), [])
-    store.record_error("run-1", 1, err(), None)
-    store.record_error("run-1", 2, err(), None)
-    store.record_error("run-1", 3, err(), None)
-    store.record_error("run-2", 1, err(), None)
+    store.record_error("run-1", 1, err())
+    store.record_error("run-1", 2, err())
+    store.record_error("run-1", 3, err())
+    store.record_error("run-2", 1, err())
     assert store.update_run(moved(v1, status=2), 1, [])
     assert [(e.status, e.count) for e in store.errors("run-1")] == [(2, 1)]
     assert [e.status for e in store.errors("run-2")] == [1]
@@ -626,21 +626,212 @@ def test_delete_outbox(store: RecordStore) -> None:
     assert ids(store.outbox()) == ["h0", "h2"]
 
 
-def test_postpone_outbox_only_moves_due_times_later(store: RecordStore) -> None:
-    r = rec()
-    store.insert_run(r, [msg(r, kind="hook", id="early", due_at=T0), msg(r, kind="hook", id="late", due_at=T0 + HOUR)])
-    store.postpone_outbox(["early", "late", "unknown"], T0 + MINUTE)
-    assert {m.id: m.due_at for m in store.outbox()} == {"early": T0 + MINUTE, "late": T0 + HOUR}
-    store.postpone_outbox([], T0 + 2 * HOUR)
-    assert store.claim_due_outbox(T0 + 30 * SECOND, limit=5, redeliver_after=SECOND, max_interval=SECOND) == []
+# --------------------------------------------------------------------------- claims
 
 
-def test_reschedule_outbox_sets_the_due_time(store: RecordStore) -> None:
+def test_claim_reads_the_run_and_takes_the_doorbell(store: RecordStore) -> None:
     r = rec()
-    store.insert_run(r, [msg(r, kind="hook", id="a", due_at=T0 + HOUR)])
-    store.reschedule_outbox(["a", "unknown"], T0 + SECOND)
-    assert [m.due_at for m in store.outbox()] == [T0 + SECOND]
-    assert ids(store.claim_due_outbox(T0 + SECOND, limit=5, redeliver_after=SECOND, max_interval=SECOND)) == ["a"]
+    bell = msg(r)
+    store.insert_run(r, [bell])
+    claim = store.claim(bell.id, "run-1", 1, "token-a", T0, T0 + MINUTE)
+    assert claim.claimed and not claim.abandoned and claim.failures == 0
+    assert claim.record == store.lookup("run-1")
+    assert claim.doorbell == replace(bell, claimed_until=T0 + MINUTE)
+    assert store.outbox() == [replace(bell, claimed_until=T0 + MINUTE)]
+    # Nobody else takes it while the claim lasts, and the relay leaves it alone.
+    busy = store.claim(bell.id, "run-1", 1, "token-b", T0 + SECOND, T0 + HOUR)
+    assert not busy.claimed and busy.doorbell is not None and busy.doorbell.claimed_until == T0 + MINUTE
+    assert store.claim_due_outbox(T0 + SECOND, limit=5, redeliver_after=SECOND, max_interval=SECOND) == []
+    # An expired claim that was never released is an abandoned attempt.
+    late = store.claim(bell.id, "run-1", 1, "token-c", T0 + MINUTE, T0 + 2 * MINUTE)
+    assert late.claimed and late.abandoned
+
+
+def test_claim_refuses_other_versions_missing_rows_and_unknown_runs(store: RecordStore) -> None:
+    r = rec()
+    bell = msg(r)
+    store.insert_run(r, [bell])
+    stale = store.claim(bell.id, "run-1", 2, "t", T0, T0 + MINUTE)
+    assert not stale.claimed and stale.record == store.lookup("run-1") and stale.doorbell == bell
+    missing = store.claim("run-1.7", "run-1", 1, "t", T0, T0 + MINUTE)
+    assert not missing.claimed and missing.doorbell is None and missing.record is not None
+    unknown = store.claim("nobody.1", "nobody", 1, "t", T0, T0 + MINUTE)
+    assert unknown.record is None and unknown.doorbell is None and not unknown.claimed
+    any_version = store.claim(bell.id, "run-1", None, "t", T0, T0 + MINUTE)  # hooks do not check the version
+    assert any_version.claimed
+
+
+def test_claim_takes_only_the_next_attempt(store: RecordStore) -> None:
+    r = rec()
+    bell = msg(r)
+    store.insert_run(r, [bell])
+    assert not store.claim(bell.id, "run-1", 1, "t", T0, T0 + MINUTE, attempt=2).claimed
+    assert store.claim(bell.id, "run-1", 1, "t", T0, T0 + MINUTE, attempt=1).claimed
+    assert store.record_failure(bell.id, "t", "run-1", 1, err(), due_at=T0 + SECOND, retries=1) == 1
+    # A late copy of the first attempt cannot skip the backoff of the second.
+    assert not store.claim(bell.id, "run-1", 1, "u", T0, T0 + MINUTE, attempt=1).claimed
+    assert store.claim(bell.id, "run-1", 1, "u", T0, T0 + MINUTE, attempt=2).claimed
+
+
+def test_release_claim_only_by_its_holder(store: RecordStore) -> None:
+    r = rec()
+    bell = msg(r, due_at=T0 + MINUTE)
+    store.insert_run(r, [bell])
+    assert store.claim(bell.id, "run-1", 1, "mine", T0, T0 + HOUR).claimed
+    assert store.release_claim(bell.id, "not-mine") is False
+    assert store.release_claim(bell.id, "mine", due_at=T0 + SECOND) is True
+    assert store.outbox() == [replace(bell, due_at=T0 + SECOND)]
+    assert store.release_claim(bell.id, "mine") is False  # already let go
+    again = store.claim(bell.id, "run-1", 1, "next", T0, T0 + HOUR)
+    assert again.claimed and not again.abandoned  # a released claim is not an abandoned attempt
+    assert store.release_claim(bell.id, "next")
+    assert store.outbox() == [replace(bell, due_at=T0 + SECOND)]
+
+
+def test_renew_claims_extends_claims_and_slots_never_shortens(store: RecordStore) -> None:
+    r = rec()
+    held, free = msg(r, kind="hook", id="held"), msg(r, kind="hook", id="free")
+    store.insert_run(r, [held, free])
+    assert store.claim("held", "run-1", None, "t", T0, T0 + MINUTE).claimed
+    assert store.acquire_slot("wf", 1, 1, "held", T0, T0 + MINUTE)
+    store.renew_claims(["held", "free", "unknown"], T0 + HOUR)
+    by_id = {m.id: m for m in store.outbox()}
+    assert by_id["held"].claimed_until == T0 + HOUR and by_id["free"].claimed_until is None
+    store.renew_claims(["held"], T0 + 2 * MINUTE)
+    assert {m.id: m for m in store.outbox()}["held"].claimed_until == T0 + HOUR
+    assert not store.acquire_slot("wf", 1, 1, "other", T0 + 30 * MINUTE, T0 + HOUR)  # the slot was renewed too
+    store.renew_claims([], T0 + HOUR)
+
+
+def test_abandon_claim_makes_the_doorbell_due_and_the_attempt_counted(store: RecordStore) -> None:
+    r = rec()
+    bell = msg(r, due_at=T0 + HOUR)
+    store.insert_run(r, [bell])
+    assert store.claim(bell.id, "run-1", 1, "dead", T0, T0 + HOUR).claimed
+    store.abandon_claim(bell.id, T0 + SECOND)
+    assert [m.id for m in store.claim_due_outbox(T0 + SECOND, limit=5, redeliver_after=MINUTE, max_interval=HOUR)] == [
+        bell.id
+    ]
+    claim = store.claim(bell.id, "run-1", 1, "next", T0 + SECOND, T0 + HOUR)
+    assert claim.claimed and claim.abandoned
+    store.abandon_claim("unknown", T0)
+
+
+def test_replace_doorbell_swaps_it_only_for_its_holder(store: RecordStore) -> None:
+    r = rec()
+    timers = msg(r, id="run-1.1.timers")
+    store.insert_run(r, [timers])
+    timeouts = [msg(r, id=f"run-1.1.timeout.{i}", due_at=T0 + i * HOUR) for i in range(2)]
+    assert store.replace_doorbell(timers.id, "nobody", timeouts) is False
+    assert store.claim(timers.id, "run-1", 1, "t", T0, T0 + MINUTE).claimed
+    assert store.replace_doorbell(timers.id, "t", timeouts) is True
+    assert sorted(ids(store.outbox())) == sorted(ids(timeouts))
+    assert store.replace_doorbell(timers.id, "t", timeouts) is False  # gone
+    assert store.claim(timeouts[0].id, "run-1", 1, "u", T0, T0 + MINUTE).claimed
+    assert store.replace_doorbell(timeouts[0].id, "u", []) is True
+    assert ids(store.outbox()) == [timeouts[1].id]
+
+
+def test_record_failure_counts_while_the_claim_is_held(store: RecordStore) -> None:
+    r = rec(status=2)
+    bell = msg(r, due_at=T0 + MINUTE)
+    store.insert_run(r, [bell])
+    assert store.claim(bell.id, "run-1", 1, "t", T0, T0 + HOUR).claimed
+    assert store.record_failure(bell.id, "other", "run-1", 2, err("x"), due_at=T0, retries=1) is None
+    assert store.errors("run-1") == []
+    assert store.record_failure(bell.id, "t", "run-1", 2, err("first"), due_at=T0 + 5 * SECOND, retries=1) == 1
+    assert store.outbox() == [replace(bell, due_at=T0 + 5 * SECOND, retries=1)]
+    assert store.record_failure(bell.id, "t", "run-1", 2, err("late"), due_at=T0, retries=9) is None  # let go
+    claim = store.claim(bell.id, "run-1", 1, "t2", T0 + 5 * SECOND, T0 + HOUR)
+    assert claim.claimed and not claim.abandoned and claim.failures == 1
+    # Without a due time the doorbell keeps its own (the run is about to be paused).
+    assert store.record_failure(bell.id, "t2", "run-1", 2, err("second"), due_at=None, retries=2) == 2
+    assert store.outbox() == [replace(bell, due_at=T0 + 5 * SECOND, retries=2)]
+    (counter,) = store.errors("run-1")
+    assert (counter.status, counter.count, counter.last_error) == (2, 2, err("second"))
+    # A doorbell the run's next write deleted counts nothing.
+    assert store.claim(bell.id, "run-1", 1, "t3", T0 + 5 * SECOND, T0 + HOUR).claimed
+    assert store.update_run(moved(r, status=3), 1, [])
+    assert store.record_failure(bell.id, "t3", "run-1", 2, err(), due_at=T0, retries=3) is None
+    assert store.errors("run-1") == []
+
+
+def test_hook_failures_are_counted_per_doorbell(store: RecordStore) -> None:
+    r = rec()
+    bell = msg(r, kind="hook", id="run-1.1.hook.completed.0", due_at=T0)
+    other = msg(r, kind="hook", id="run-1.1.hook.completed.1", due_at=T0)
+    store.insert_run(r, [bell, other])
+    assert store.hook_errors("run-1") == []
+    for count, token in enumerate(["a", "b"], start=1):
+        claim = store.claim(bell.id, "run-1", None, token, T0, T0 + MINUTE)
+        assert claim.claimed and claim.failures == count - 1
+        due = T0 + count * 30 * SECOND
+        assert store.record_hook_failure(bell.id, token, "0:notify", err(f"down {count}"), due_at=due, retries=count)
+    assert store.record_hook_failure(other.id, "nobody", "1:audit", err(), due_at=T0, retries=1) is None
+    by_id = {m.id: m for m in store.outbox()}
+    assert by_id[bell.id] == replace(bell, due_at=T0 + 60 * SECOND, retries=2)
+    assert by_id[other.id] == other
+    errors = store.hook_errors("run-1")
+    assert [(e.message_id, e.run_id, e.hook, e.count) for e in errors] == [(bell.id, "run-1", "0:notify", 2)]
+    assert errors[0].last_error == err("down 2")
+    # Counters survive the doorbell's deletion (the hook finally succeeded) and later writes of the run.
+    store.delete_outbox([bell.id])
+    assert store.update_run(moved(r, status=2), 1, [])
+    assert [e.count for e in store.hook_errors("run-1")] == [2]
+    assert store.claim(bell.id, "run-1", None, "c", T0, T0 + MINUTE).doorbell is None  # never recreated
+
+
+def test_concurrent_claims_of_one_doorbell_have_one_winner(backend: Backend) -> None:
+    r = rec()
+    bell = msg(r)
+    backend.store.insert_run(r, [bell])
+    stores = [backend.open() for _ in range(8)]
+    results = run_threads(8, lambda i: stores[i].claim(bell.id, "run-1", 1, f"t{i}", T0, T0 + MINUTE).claimed)
+    assert results.count(True) == 1 and results.count(False) == 7, results
+
+
+# --------------------------------------------------------------------------- text from user code and input
+
+NASTY = [
+    "nul \x00 inside",
+    "lone surrogate \udcff from a file name",
+    "\ud83d half an emoji",
+    "emoji \U0001f600 and accents \u00e9",
+    "x" * 100_000,
+    "",
+]
+
+
+@pytest.mark.parametrize("text", NASTY, ids=["nul", "surrogate", "half-pair", "unicode", "huge", "empty"])
+def test_any_failure_text_is_recorded(store: RecordStore, text: str) -> None:
+    r = rec(status=2)
+    bell = msg(r)
+    hook = msg(r, kind="hook", id="run-1.1.hook.paused.0")
+    store.insert_run(r, [bell, hook])
+    info = ErrorInfo(error_type=f"mod.{text[:50]}", message=text, traceback=f"Traceback\n{text}", occurred_at=T0)
+    assert store.claim(bell.id, "run-1", 1, "t", T0, T0 + MINUTE).claimed
+    assert store.record_failure(bell.id, "t", "run-1", 2, info, due_at=T0, retries=1) == 1
+    assert store.record_error("run-1", 2, info) == 2
+    assert store.claim(hook.id, "run-1", None, "h", T0, T0 + MINUTE).claimed
+    assert store.record_hook_failure(hook.id, "h", f"0:{text[:50]}", info, due_at=T0, retries=1) == 1
+    (counter,) = store.errors("run-1")
+    assert counter.last_error == info  # stored as the ErrorInfo made it storable
+    assert "\x00" not in counter.last_error.message and len(counter.last_error.message) <= 25_000
+    counter.last_error.message.encode("utf-8")
+    assert store.hook_errors("run-1")[0].last_error == info
+
+
+@pytest.mark.parametrize("text", NASTY, ids=["nul", "surrogate", "half-pair", "unicode", "huge", "empty"])
+def test_any_reason_and_origin_are_stored(store: RecordStore, text: str) -> None:
+    v1 = replace(rec(), meta=Meta(version=1, run_state_reason=text, trace_origin=f"{text[:100]}.py:1"))
+    store.insert_run(v1, [])
+    assert store.lookup("run-1").meta.trace_origin == v1.meta.trace_origin
+    v2 = replace(moved(v1, run_state=RunState.PAUSED), meta=Meta(version=2, run_state_reason=text))
+    assert store.update_run(v2, 1, [])
+    stored = store.lookup("run-1")
+    assert stored.meta.run_state_reason == v2.meta.run_state_reason
+    assert [h.reason for h in store.history("run-1")] == [v1.meta.run_state_reason, v2.meta.run_state_reason]
+    assert "\x00" not in stored.meta.run_state_reason and len(stored.meta.run_state_reason) <= 2000
 
 
 # --------------------------------------------------------------------------- slots
@@ -660,7 +851,7 @@ def test_slots_admit_up_to_the_limit(store: RecordStore) -> None:
 def test_expired_slots_are_free_again_and_extension_keeps_them(store: RecordStore) -> None:
     assert store.acquire_slot("wf", 2, 2, "dead", T0, T0 + MINUTE)
     assert store.acquire_slot("wf", 2, 2, "alive", T0, T0 + MINUTE)
-    store.extend_slot("alive", T0 + HOUR)
+    store.renew_claims(["alive"], T0 + HOUR)  # a slot is held under its doorbell's id
     later = T0 + 2 * MINUTE
     assert store.acquire_slot("wf", 2, 2, "new", later, later + MINUTE)  # took the dead holder's slot
     assert not store.acquire_slot("wf", 2, 2, "another", later, later + MINUTE)
@@ -687,34 +878,20 @@ def test_concurrent_slot_takers_never_exceed_the_limit(backend: Backend) -> None
 def test_record_error_counts_per_status(store: RecordStore) -> None:
     store.insert_run(rec(), [])
     assert store.errors("run-1") == []
-    assert store.record_error("run-1", 2, err("first", T0), None) == 1
-    assert store.record_error("run-1", 2, err("second", T0 + SECOND), None) == 2
-    assert store.record_error("run-1", 1, err("other", T0), None) == 1
-    assert store.record_error("run-1", 2, err("third", T0 + 2 * SECOND), None) == 3
+    assert store.record_error("run-1", 2, err("first", T0)) == 1
+    assert store.record_error("run-1", 2, err("second", T0 + SECOND)) == 2
+    assert store.record_error("run-1", 1, err("other", T0)) == 1
+    assert store.record_error("run-1", 2, err("third", T0 + 2 * SECOND)) == 3
     errors = store.errors("run-1")
     assert [(e.run_id, e.status, e.count) for e in errors] == [("run-1", 1, 1), ("run-1", 2, 3)]
     assert errors[1].last_error == err("third", T0 + 2 * SECOND)
     assert store.errors("run-2") == []
 
 
-def test_record_error_upserts_the_retry_doorbell(store: RecordStore) -> None:
-    r = rec()
-    store.insert_run(r, [msg(r)])
-    retry = msg(r, id="run-1.1.retry", due_at=T0 + 30 * SECOND, created_at=T0 + SECOND)
-    assert store.record_error("run-1", 1, err(), retry) == 1
-    assert store.outbox("run-1") == [msg(r), retry]
-    again = msg(r, id="run-1.1.retry", due_at=T0 + 90 * SECOND, created_at=T0 + SECOND, attempts=1)
-    assert store.record_error("run-1", 1, err(), again) == 2
-    assert store.outbox("run-1") == [msg(r), again]
-    # The retry is a step doorbell: the next write of the run supersedes it.
-    assert store.update_run(moved(r, status=2), 1, [])
-    assert store.outbox("run-1") == []
-
-
 def test_concurrent_record_error_loses_no_count(backend: Backend) -> None:
     backend.store.insert_run(rec(), [])
     stores = [backend.open() for _ in range(8)]
-    results = run_threads(8, lambda i: stores[i].record_error("run-1", 1, err(f"e{i}"), None))
+    results = run_threads(8, lambda i: stores[i].record_error("run-1", 1, err(f"e{i}")))
     assert sorted(results, key=str) == list(range(1, 9))
     assert backend.store.errors("run-1")[0].count == 8
 
@@ -722,9 +899,9 @@ def test_concurrent_record_error_loses_no_count(backend: Backend) -> None:
 def test_update_can_reset_the_remaining_error_counter(store: RecordStore) -> None:
     v1 = rec(status=2)
     store.insert_run(v1, [])
-    store.record_error("run-1", 1, err("old status"), None)
-    store.record_error("run-1", 2, err("a"), None)
-    store.record_error("run-1", 2, err("b", T0 + SECOND), None)
+    store.record_error("run-1", 1, err("old status"))
+    store.record_error("run-1", 2, err("a"))
+    store.record_error("run-1", 2, err("b", T0 + SECOND))
     paused = moved(v1, run_state=RunState.PAUSED)
     assert store.update_run(paused, 1, [])
     assert [(e.status, e.count) for e in store.errors("run-1")] == [(2, 2)]
@@ -734,7 +911,7 @@ def test_update_can_reset_the_remaining_error_counter(store: RecordStore) -> Non
     assert store.update_run(moved(paused, run_state=RunState.RUNNING), 2, [], reset_errors=True)
     (counter,) = store.errors("run-1")
     assert (counter.status, counter.count, counter.last_error) == (2, 0, err("b", T0 + SECOND))
-    assert store.record_error("run-1", 2, err("c"), None) == 1
+    assert store.record_error("run-1", 2, err("c")) == 1
 
 
 def test_scrub_history_replaces_every_stored_object(store: RecordStore) -> None:
@@ -794,42 +971,6 @@ def test_stranded_runs(store: RecordStore) -> None:
 
 
 # --------------------------------------------------------------------------- hook errors
-
-
-def test_record_hook_error_counts_and_moves_the_doorbell(store: RecordStore) -> None:
-    r = rec()
-    bell = msg(r, kind="hook", id="run-1.hook.notify", due_at=T0, attempts=1)
-    other = msg(r, kind="hook", id="run-1.hook.audit", due_at=T0)
-    store.insert_run(r, [bell, other])
-    assert store.hook_errors("run-1") == []
-    assert store.record_hook_error(bell, "notify", err("smtp down", T0), T0 + 30 * SECOND) == 1
-    assert store.record_hook_error(bell, "notify", err("smtp still down", T0 + SECOND), T0 + 90 * SECOND) == 2
-    assert store.record_hook_error(other, "audit", err("nope"), T0 + 5 * SECOND) == 1
-    by_id = {m.id: m for m in store.outbox()}
-    assert by_id["run-1.hook.notify"] == msg(
-        r, kind="hook", id="run-1.hook.notify", due_at=T0 + 90 * SECOND, attempts=1
-    )
-    assert by_id["run-1.hook.audit"].due_at == T0 + 5 * SECOND
-    errors = store.hook_errors("run-1")
-    assert [(e.message_id, e.run_id, e.hook, e.count) for e in errors] == [
-        ("run-1.hook.audit", "run-1", "audit", 1),
-        ("run-1.hook.notify", "run-1", "notify", 2),
-    ]
-    assert errors[1].last_error == err("smtp still down", T0 + SECOND)
-    # Counters survive the doorbell's deletion (the hook finally succeeded) and later writes of the run.
-    store.delete_outbox(["run-1.hook.notify"])
-    assert store.update_run(moved(r, status=2), 1, [])
-    assert [e.count for e in store.hook_errors("run-1")] == [1, 2]
-    assert store.hook_errors("run-2") == []
-
-
-def test_record_hook_error_never_recreates_a_deleted_doorbell(store: RecordStore) -> None:
-    r = rec()
-    bell = msg(r, kind="hook", id="run-1.hook.notify")
-    store.insert_run(r, [bell])
-    store.delete_outbox([bell.id])
-    assert store.record_hook_error(bell, "notify", err(), T0 + SECOND) == 1
-    assert store.outbox() == []
 
 
 # --------------------------------------------------------------------------- SQL specifics
@@ -908,7 +1049,7 @@ def test_forked_child_does_not_share_connections(sql_backend: Backend, tmp_path:
         code = 1
         try:
             ok = store.lookup("run-1").run_id == "run-1"
-            store.record_error("run-1", 1, err("from child"), None)
+            store.record_error("run-1", 1, err("from child"))
             report.write_text(str(backend_pid() if sql_backend.name == "postgres" else 0))
             # A child shutting down closes its pool; that must not close the parent's connections.
             store.dispose()

@@ -28,9 +28,24 @@ def test_a_trigger_publishes_ids_only_as_json_on_the_status_queue(broker_url: st
     assert kwargs == {
         "workflow": "order-processing",
         "run_id": run_id,
+        "foreign_id": "o-1",
         "status": int(OrderStatus.CREATED),
         "version": 1,
+        "attempt": 1,
     }
+    # What Flower shows: the task of the first attempt, with the step and the run named.
+    headers = envelope["headers"]
+    assert headers["id"] == f"{run_id}.1-attempt-1" and headers["retries"] == 0
+    assert headers["kwargsrepr"] == repr(
+        {
+            "workflow": "order-processing",
+            "step": "CREATED validate",
+            "foreign_id": "o-1",
+            "run_id": run_id,
+            "version": 1,
+            "attempt": 1,
+        }
+    )
     assert secret.encode() not in raw[0] and secret.encode() not in base64.b64decode(envelope["body"])
     # nothing else was published: no result backend traffic, no other queue
     assert sorted(k.decode() for k in client.keys("order-processing*")) == ["order-processing.created"]

@@ -104,9 +104,12 @@ def test_failing_hook_is_retried_with_growing_delays_and_the_run_is_untouched() 
         [errors] = store.hook_errors(run_id)
         assert errors.count == attempt and f"down ({attempt})" in errors.last_error.message
         [pending] = [m for m in store.outbox(run_id) if m.kind == "hook"]
-        delays.append(pending.due_at - clock.now())
+        [(due, queue)] = broker.scheduled  # the retry waits in the broker, as an ETA message in a Celery worker
+        assert queue == "chain.hooks.completed" and pending.retries == attempt
+        assert pending.due_at == due + timedelta(seconds=30)  # the database rings it if the broker loses it
+        delays.append(due - clock.now())
         clock.advance(delays[-1])
-        broker.relay()
+        assert broker.relay() == 0  # never both: the row is not due while the broker's retry is pending
         broker.drain()
     assert delays[1] > delays[0] >= timedelta(seconds=7.5)
     assert len(flaky.seen) == 1 and len(steady.seen) == 1  # the steady hook did not run again

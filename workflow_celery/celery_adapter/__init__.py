@@ -1,4 +1,11 @@
-"""Celery adapter: one task and queue per status, pattern ``-Q``, the outbox relay in every worker."""
+"""Celery adapter: one task and queue per status, pattern ``-Q``, the outbox relay in every worker.
+
+Each attempt at a doorbell's work is one Celery task (``{doorbell}-attempt-{n}``),
+so Flower shows every attempt: a failed attempt that will be retried ends as
+``RETRY`` with its exception, the attempt that pauses a run as ``FAILURE``.
+Near retries are Celery's own (``Task.retry`` with a countdown, listed by
+``celery inspect scheduled``); far ones wait in the database.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +15,16 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from celery import Celery, bootsteps, signals
-from celery.exceptions import ImproperlyConfigured
+from celery import Celery, Task, bootsteps, signals
+from celery.exceptions import ImproperlyConfigured, Retry, TimeLimitExceeded, WorkerLostError
+from celery.worker import state as worker_state
 
+from ..core.answer import Answer, Outcome
+from ..core.claims import ClaimKeeper
 from ..core.definition import Definition
-from ..core.engine import Outcome
 from ..core.errors import ConfigurationError
-from ..core.hooks import HookOutcome
 from ..core.maintenance import Maintenance
+from ..core.messages import describe_task, message_id_of, task_id, with_attempt
 from ..core.options import WorkflowOptions
 from ..core.ports import Clock, OutboxMessage, RecordStore
 from ..core.workflow import Workflow
@@ -47,8 +56,17 @@ def all_queues(app: Celery) -> list[str]:
     return names
 
 
+def _definition(app: Celery, workflow_name: str) -> Definition[Any, Any] | None:
+    wf = registry(app).get(workflow_name)
+    return wf.definition if wf is not None else None
+
+
 class CeleryDispatcher:
-    """Publishes doorbells as Celery task messages (JSON kwargs, ids only)."""
+    """Publishes doorbells as Celery task messages (JSON kwargs, ids only).
+
+    The task id names the doorbell and the attempt (``{doorbell}-attempt-{n}``)
+    and ``kwargsrepr`` says, for Flower, which work of which run it is.
+    """
 
     def __init__(self, app: Celery) -> None:
         self.app = app
@@ -56,11 +74,14 @@ class CeleryDispatcher:
     def publish(self, messages: Sequence[OutboxMessage]) -> None:
         with self.app.producer_or_acquire() as producer:
             for m in messages:
+                attempt = m.retries + 1
                 self.app.send_task(
                     m.task,
-                    kwargs=dict(m.body),
+                    kwargs=with_attempt(m.body, attempt),
                     queue=m.queue,
-                    task_id=f"{m.id}-{m.attempts}",
+                    task_id=task_id(m.id, attempt),
+                    retries=m.retries,
+                    kwargsrepr=describe_task(_definition(self.app, m.workflow_name), m.body, attempt),
                     producer=producer,
                     serializer="json",
                     ignore_result=True,
@@ -82,49 +103,90 @@ def attach_to_celery(
     wf: Workflow[Any, Any] = Workflow(definition, store, CeleryDispatcher(app), clock, options)
     for status, queue_name in definition.step_queues().items():
         _register_task(
-            app, queue_name, f"Step {definition.status_name(status)} of workflow {wf.name}.", _step_runner(wf, status)
+            app,
+            wf,
+            queue_name,
+            f"Step {definition.status_name(status)} of workflow {wf.name}.",
+            _step_runner(wf, status),
         )
-    _register_task(app, definition.delete_queue(), f"Data deletion of workflow {wf.name}.", wf.handle_delete)
+    _register_task(app, wf, definition.delete_queue(), f"Data deletion of workflow {wf.name}.", wf.handle_delete)
     for event, fns in definition.hooks.items():
         if fns:
             _register_task(
-                app, definition.hook_queue_for(event), f"{event} hooks of workflow {wf.name}.", _hook_runner(wf, event)
+                app,
+                wf,
+                definition.hook_queue_for(event),
+                f"{event} hooks of workflow {wf.name}.",
+                _hook_runner(wf, event),
             )
     reg[definition.name] = wf
     return wf
 
 
-def _step_runner(wf: Workflow[Any, Any], status: int) -> Callable[[Any], Outcome]:
-    def run(body: Any) -> Outcome:
+def _step_runner(wf: Workflow[Any, Any], status: int) -> Callable[[Any], Answer]:
+    def run(body: Any) -> Answer:
         return wf.handle_step(status, body)
 
     return run
 
 
-def _hook_runner(wf: Workflow[Any, Any], event: str) -> Callable[[Any], HookOutcome]:
-    def run(body: Any) -> HookOutcome:
+def _hook_runner(wf: Workflow[Any, Any], event: str) -> Callable[[Any], Answer]:
+    def run(body: Any) -> Answer:
         return wf.handle_hook(event, body)
 
     return run
 
 
-def _register_task(app: Celery, queue_name: str, doc: str, handler: Callable[[Any], Outcome | HookOutcome]) -> None:
-    def task(*args: Any, **kwargs: Any) -> str:
+def _register_task(
+    app: Celery, wf: Workflow[Any, Any], queue_name: str, doc: str, handler: Callable[[Any], Answer]
+) -> None:
+    def task(self: Task, *args: Any, **kwargs: Any) -> str:
         # Our messages carry keyword arguments; anything else is handed over as is, to be rejected with a log line.
         body: Any = kwargs if not args else (args[0] if len(args) == 1 and not kwargs else list(args))
-        return str(handler(body).value)
+        return report(self, wf, body, handler(body))
 
     task.__name__ = queue_name.replace("-", "_").replace(".", "__")
     task.__doc__ = doc
     app.task(
+        bind=True,
         name=queue_name,
         queue=queue_name,
         acks_late=True,
-        reject_on_worker_lost=True,
+        # A pool process that dies takes its claim with it; the relay rings the doorbell again and the next
+        # attempt counts the lost one. Redelivering the message as well would be a second, unbounded path.
+        reject_on_worker_lost=False,
+        # The database counts attempts and pauses the run; Celery must never give up on its own.
+        max_retries=None,
         ignore_result=True,
         typing=False,
         serializer="json",
     )(task)
+
+
+def report(task: Task, wf: Workflow[Any, Any], body: Any, answer: Answer) -> str:
+    """Turn an answer into the task's state: RETRY for a retried attempt, FAILURE for the one that paused the run.
+
+    A near retry goes through ``Task.retry`` (a new task for the next attempt,
+    due after the countdown); a far one only tells Celery the attempt is being
+    retried, while its due time waits in the database for the relay.
+    """
+    if answer.error is not None and answer.retry is not None:
+        # Raised "from" the failure, so the traceback Flower shows starts with the step's own frames.
+        if answer.retry.countdown is not None and answer.message_id is not None:
+            following = answer.attempt + 1
+            retry = task.retry(
+                kwargs=with_attempt(body, following),
+                exc=answer.error,
+                countdown=answer.retry.countdown,
+                throw=False,
+                task_id=task_id(answer.message_id, following),
+                kwargsrepr=describe_task(wf.definition, body, following),
+            )
+            raise retry from answer.error
+        raise Retry(exc=answer.error, when=answer.retry.retry_at) from answer.error
+    if answer.error is not None and answer.outcome is Outcome.PAUSED_AFTER_ERRORS:
+        raise answer.error
+    return str(answer.outcome.value)
 
 
 # -- worker support ------------------------------------------------------------
@@ -157,8 +219,31 @@ def _install_worker_support(app: Celery) -> None:
 
         instance.setup_queues = setup_queues
 
+    def on_task_failure(sender: Any = None, exception: Any = None, kwargs: Any = None, **_: Any) -> None:
+        # Sent in the worker's main process when a pool process died running the task, or was killed at the
+        # hard time limit. Expire its claim now, so the relay rings the doorbell within a tick and the next
+        # attempt counts this one, instead of waiting for the claim to run out.
+        if not isinstance(exception, WorkerLostError | TimeLimitExceeded):
+            return
+        wf = _workflow_of_task(app, getattr(sender, "name", None))
+        message_id = message_id_of(kwargs)
+        if wf is None or message_id is None:
+            return
+        try:
+            wf.store.abandon_claim(message_id, wf.clock.now())
+        except Exception:
+            log.warning("could not release the claim of %s; it expires on its own", message_id, exc_info=True)
+
     signals.celeryd_init.connect(on_celeryd_init, weak=False)
+    signals.task_failure.connect(on_task_failure, weak=False)
     app.steps["worker"].add(RelayStep)
+
+
+def _workflow_of_task(app: Celery, name: str | None) -> Workflow[Any, Any] | None:
+    for wf in registry(app).values():
+        if name in wf.queues():
+            return wf
+    return None
 
 
 def check_time_limits(app: Celery) -> None:
@@ -173,16 +258,18 @@ def check_time_limits(app: Celery) -> None:
         return
     visibility = (app.conf.broker_transport_options or {}).get("visibility_timeout", 3600)
     limit = app.conf.task_time_limit
+    countdown = max((wf.options.max_retry_countdown.total_seconds() for wf in registry(app).values()), default=0.0)
     if limit is None:
         log.warning(
             "task_time_limit is not set: a step running longer than the broker's visibility_timeout (%ss) "
             "would be delivered to a second worker while it runs",
             visibility,
         )
-    elif limit >= visibility:
+    elif limit + countdown >= visibility:
         raise ImproperlyConfigured(
-            f"task_time_limit ({limit}s) must be shorter than broker_transport_options['visibility_timeout'] "
-            f"({visibility}s): the broker would deliver a running step to a second worker"
+            f"task_time_limit ({limit}s) plus max_retry_countdown ({countdown:g}s) must be shorter than "
+            f"broker_transport_options['visibility_timeout'] ({visibility}s): a retry waits unacknowledged in a "
+            "worker for its countdown, then runs, and the broker would deliver it to a second worker"
         )
 
 
@@ -194,20 +281,32 @@ def _as_list(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
+def running_tasks() -> list[tuple[str, Any]]:
+    """``(task name, kwargs)`` of every task this worker's pool is running now (read in the main process)."""
+    return [(request.name, request.kwargs) for request in list(worker_state.active_requests)]
+
+
 class RelayStep(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Runs the outbox relay in the worker's main process (every worker; safe to run many)."""
+    """Runs the outbox relay and renews the claims of running tasks, in the worker's main process.
+
+    Every worker runs both; it is safe to run many. The claims are renewed
+    from the main process because a pool process busy in C code holding the
+    GIL could not renew its own.
+    """
 
     requires = {"celery.worker.components:Pool"}
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._claims: ClaimKeeper | None = None
         self._app: Celery = worker.app
 
     def start(self, worker: Any) -> None:
         workflows = list(registry(self._app).values())
         if workflows:
             self._thread, self._stop = Maintenance(workflows).start_thread("workflow-celery-relay")
+            self._claims = ClaimKeeper(workflows, running_tasks).start()
         port = os.environ.get(METRICS_PORT_ENV)
         if port:
             from ..metrics import serve
@@ -215,6 +314,8 @@ class RelayStep(bootsteps.StartStopStep):  # type: ignore[misc]
             serve(int(port), os.environ.get("WORKFLOW_CELERY_METRICS_ADDR", "127.0.0.1"))
 
     def stop(self, worker: Any) -> None:
+        # The claims keep being renewed: a warm shutdown stops this step before the pool has finished the
+        # tasks it is running, and their claims must outlive them. The thread ends with the process.
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -17,7 +17,8 @@ class WorkflowError(Exception):
         self.context = {k: v for k, v in context.items() if v is not None}
         for key, value in self.context.items():
             setattr(self, key, value)
-        base = message or (type(self).__doc__ or "").strip().splitlines()[0]
+        # The docstring's first paragraph, wrapped lines joined.
+        base = message or " ".join((type(self).__doc__ or "").strip().split("\n\n")[0].split())
         if self.context:
             details = ", ".join(f"{k}={v!s}" for k, v in self.context.items())
             base = f"{base} ({details})"
@@ -50,3 +51,8 @@ class AwaitTimeout(WorkflowError, TimeoutError):
 
 class SerializationError(WorkflowError):
     """the object cannot be stored as JSON"""
+
+
+class AttemptAbandoned(WorkflowError):
+    """the attempt ended without recording its outcome: the process running it died (killed, out of memory, a hard
+    time limit) or lost the database"""

@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import enum
 import logging
-import random
 import time
-import traceback
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
+from .answer import Answer, HookOutcome
 from .definition import Definition
-from .errors import RecordNotFound, WorkflowError
-from .lease import LEASES
+from .errors import AttemptAbandoned, WorkflowError
+from .failure import backoff, capture_error, plan_retry
+from .messages import attempt_of, hook_doorbell_id, message_id_of
 from .options import WorkflowOptions
-from .ports import Clock, ErrorInfo, OutboxMessage, RecordStore
+from .ports import Clock, OutboxMessage, RecordStore
 from .record import HistoryEntry, Record, TypedRecord
 from .run_state import RunState
+from .text import MAX_NAME_LENGTH, storable_text
 
 T = TypeVar("T")
 S = TypeVar("S", bound=enum.IntEnum)
@@ -37,13 +39,6 @@ HOOK_EVENT_BY_STATE: dict[RunState, str] = {
     RunState.PAUSED: "paused",
     RunState.DATA_DELETED: "data_deleted",
 }
-
-
-class HookOutcome(enum.Enum):
-    SUCCEEDED = "hook_succeeded"
-    RETRY_SCHEDULED = "hook_retry_scheduled"
-    DROPPED_INVALID = "dropped_invalid"
-    DROPPED_DONE = "dropped_done"
 
 
 class Metrics(Protocol):
@@ -59,7 +54,7 @@ class NoMetrics:
 
 def hook_name(index: int, fn: Callable[..., Any]) -> str:
     """Stable label of a hook: its registration index and qualified name."""
-    return f"{index}:{getattr(fn, '__qualname__', type(fn).__name__)}"
+    return storable_text(f"{index}:{getattr(fn, '__qualname__', type(fn).__name__)}", limit=MAX_NAME_LENGTH)
 
 
 def hook_doorbells(
@@ -74,7 +69,7 @@ def hook_doorbells(
         name = hook_name(index, fn)
         bells.append(
             OutboxMessage(
-                id=f"{record.run_id}.{record.meta.version}.hook.{event}.{index}",
+                id=hook_doorbell_id(record.run_id, record.meta.version, event, index),
                 workflow_name=definition.name,
                 run_id=record.run_id,
                 kind="hook",
@@ -83,6 +78,7 @@ def hook_doorbells(
                 body={
                     "workflow": definition.name,
                     "run_id": record.run_id,
+                    "foreign_id": record.foreign_id,
                     "status": record.status,
                     "version": record.meta.version,
                     "event": event,
@@ -113,28 +109,37 @@ class HookRunner(Generic[T, S]):
         self.snapshot = snapshot
         self.metrics = metrics
 
-    def backoff(self, attempt: int) -> timedelta:
-        delay = min(self.options.hook_err_backoff * (1 << min(max(attempt - 1, 0), 32)), self.options.hook_max_backoff)
-        return delay * random.uniform(0.75, 1.0)
-
-    def handle(self, event: str, body: Any) -> HookOutcome:
+    def handle(self, event: str, body: Any) -> Answer:
         name = self.definition.name
         queue = self.definition.hook_queue_for(event)
         try:
             run_id, version, hook = self._parse(event, body)
         except WorkflowError as exc:
             log.error("dropping message on %s: %s", queue, exc, extra={"workflow": name})
-            return HookOutcome.DROPPED_INVALID
-        message_id = f"{run_id}.{version}.hook.{event}.{hook.split(':', 1)[0]}"
-        pending = {m.id: m for m in self.store.outbox(run_id) if m.kind == "hook"}
-        message = pending.get(message_id)
-        if message is None:
+            return Answer(HookOutcome.DROPPED_INVALID)
+        message_id = message_id_of(body)
+        if message_id is None:
+            log.error("dropping message on %s: hook %r has no index", queue, hook, extra={"workflow": name})
+            return Answer(HookOutcome.DROPPED_INVALID)
+        attempt_said = body.get("attempt")
+        now = self.clock.now()
+        token = uuid.uuid4().hex
+        claim = self.store.claim(
+            message_id, run_id, None, token, now, now + self.options.redeliver_after, attempt=attempt_said
+        )
+        if claim.doorbell is None:
             # Already succeeded (a duplicate delivery), or the run is unknown.
             log.debug("hook %s for run %s v%d already ran", hook, run_id, version)
-            return HookOutcome.DROPPED_DONE
+            return Answer(HookOutcome.DROPPED_DONE, message_id)
+        if not claim.claimed and attempt_said is not None and attempt_said != claim.doorbell.retries + 1:
+            log.info("dropping a copy of attempt %d at %s, which already failed", attempt_said, message_id)
+            return Answer(HookOutcome.DROPPED_DONE, message_id)
+        if not claim.claimed:
+            log.info("dropping a copy of %s: another worker is running it", message_id, extra={"workflow": name})
+            return Answer(HookOutcome.DROPPED_RUNNING, message_id)
         fn = self._registered(event, hook)
-        if fn is None:
-            # Renamed or removed since the change was committed: nothing can ever run it.
+        if fn is None or claim.record is None:
+            # Renamed or removed since the change was committed, or the run is gone: nothing can ever run it.
             log.error(
                 "dropping %s for run %s v%d: no %s hook named %r is registered (known: %s)",
                 queue,
@@ -146,22 +151,23 @@ class HookRunner(Generic[T, S]):
                 extra={"workflow": name, "run_id": run_id},
             )
             self.store.delete_outbox([message_id])
-            return HookOutcome.DROPPED_INVALID
+            return Answer(HookOutcome.DROPPED_INVALID, message_id)
+        attempt = claim.failures + 1
         started = time.perf_counter()
         try:
-            with LEASES.hold(
-                self.store, self.clock, message_id, self.options.redeliver_after, rung_at=message.created_at
-            ):
-                fn(self._record_at(run_id, version))
-        except RecordNotFound:
-            self.store.delete_outbox([message_id])
-            return HookOutcome.DROPPED_INVALID
+            if claim.abandoned:
+                raise AttemptAbandoned(workflow=name, run_id=run_id, hook=hook)
+            entry = next((h for h in self.store.history(run_id) if h.version == version), None)
+            if entry is None:
+                self.store.delete_outbox([message_id])
+                return Answer(HookOutcome.DROPPED_INVALID, message_id)
+            fn(self.snapshot(claim.record, entry))
         except Exception as exc:
             self.metrics.hook_finished(name, hook, time.perf_counter() - started, False)
-            return self._failed(message, hook, exc)
+            return self._failed(message_id, run_id, hook, token, attempt, exc)
         self.metrics.hook_finished(name, hook, time.perf_counter() - started, True)
         self.store.delete_outbox([message_id])
-        return HookOutcome.SUCCEEDED
+        return Answer(HookOutcome.SUCCEEDED, message_id, attempt)
 
     def _registered(self, event: str, hook: str) -> Callable[..., Any] | None:
         hooks = self.definition.hooks.get(event, [])
@@ -180,35 +186,30 @@ class HookRunner(Generic[T, S]):
             raise WorkflowError("malformed hook message: run_id, version and hook are required", workflow=name)
         if body.get("event") != event:
             raise WorkflowError(f"hook message for {body.get('event')!r} on the {event} queue", workflow=name)
+        attempt_of(body, workflow=name)
         return run_id, version, hook
 
-    def _record_at(self, run_id: str, version: int) -> TypedRecord[T, S]:
-        record = self.store.lookup(run_id)
-        entry = next((h for h in self.store.history(run_id) if h.version == version), None)
-        if entry is None:
-            raise RecordNotFound(workflow=self.definition.name, run_id=run_id)
-        return self.snapshot(record, entry)
-
-    def _failed(self, message: OutboxMessage, hook: str, exc: Exception) -> HookOutcome:
+    def _failed(self, message_id: str, run_id: str, hook: str, token: str, attempt: int, exc: Exception) -> Answer:
         now = self.clock.now()
-        info = ErrorInfo(
-            error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-            message=str(exc)[:2000],
-            traceback="".join(traceback.format_exception(exc)[-30:]),
-            occurred_at=now,
+        info = capture_error(exc, now)
+        plan = plan_retry(
+            now,
+            backoff(self.options.hook_err_backoff, self.options.hook_max_backoff, attempt),
+            max_countdown=self.options.max_retry_countdown,
+            grace=self.options.redeliver_after,
         )
-        previous = next((e.count for e in self.store.hook_errors(message.run_id) if e.message_id == message.id), 0)
-        delay = self.backoff(previous + 1)
-        count = self.store.record_hook_error(message, hook, info, now + delay)
+        count = self.store.record_hook_failure(message_id, token, hook, info, due_at=plan.backstop_at, retries=attempt)
+        if count is None:
+            return Answer(HookOutcome.DROPPED_DONE, message_id, attempt, exc)
         log.warning(
             "hook %s of workflow %s failed for run %s (attempt %d), retrying in %.1fs: %s: %s",
             hook,
             self.definition.name,
-            message.run_id,
-            count,
-            delay.total_seconds(),
+            run_id,
+            attempt,
+            (plan.retry_at - now).total_seconds(),
             info.error_type,
             info.message,
-            extra={"workflow": self.definition.name, "run_id": message.run_id, "hook": hook},
+            extra={"workflow": self.definition.name, "run_id": run_id, "hook": hook},
         )
-        return HookOutcome.RETRY_SCHEDULED
+        return Answer(HookOutcome.RETRY_SCHEDULED, message_id, attempt, exc, plan)

@@ -1,7 +1,17 @@
-"""Doorbells: the messages a worker answers, and how they are built and checked.
+"""Doorbells: the messages a worker answers, how they are built, named and checked.
 
-A body carries identifiers only: ``{"workflow", "run_id", "status", "version"}``
-plus an optional ``"action"`` (``"step"`` by default, ``"resume"``, ``"delete"``).
+A body carries identifiers only: ``{"workflow", "run_id", "foreign_id",
+"status", "version"}`` plus an optional ``"action"`` (``"step"`` by default,
+``"timers"``, ``"timeout"``, ``"resume"``, ``"delete"``) and, for a timeout,
+its index. Hook doorbells add ``"event"`` and ``"hook"``. A published message
+also says which ``"attempt"`` it is (1 for the first): a copy of an attempt
+that has already failed is dropped, so a duplicate never skips the backoff.
+
+One id scheme names everything: a doorbell's id is its row in the outbox and
+the claim a worker takes before running its work (``{run_id}.{version}`` for
+a step, with a suffix for the other actions), and each attempt at that work is
+one Celery task, ``{doorbell id}-attempt-{n}``, so Flower shows every attempt
+as a row of its own.
 """
 
 from __future__ import annotations
@@ -9,9 +19,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+from .definition import Definition
 from .errors import WorkflowError
 from .ports import OutboxMessage
 from .record import Record
@@ -19,9 +30,11 @@ from .record import Record
 
 class Action(enum.Enum):
     STEP = "step"
+    TIMERS = "timers"
+    """Ask the timers of the run's status when its timeouts are due."""
+    TIMEOUT = "timeout"
     RESUME = "resume"
     DELETE = "delete"
-    TIMEOUT = "timeout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +45,52 @@ class Message:
     version: int
     action: Action
     timeout: int = 0
+    attempt: int | None = None
+    """Which attempt this message is; None for a message that does not say (any attempt)."""
+
+    @property
+    def id(self) -> str:
+        """The doorbell this message rings (its outbox row)."""
+        return doorbell_id(self.run_id, self.version, self.action, self.timeout)
+
+
+def doorbell_id(run_id: str, version: int, action: Action, timeout: int = 0) -> str:
+    """``{run_id}.{version}`` for a step; ``.{action}`` (and ``.{index}`` for a timeout) otherwise."""
+    if action is Action.STEP:
+        return f"{run_id}.{version}"
+    if action is Action.TIMEOUT:
+        return f"{run_id}.{version}.timeout.{timeout}"
+    return f"{run_id}.{version}.{action.value}"
+
+
+def hook_doorbell_id(run_id: str, version: int, event: str, index: int) -> str:
+    return f"{run_id}.{version}.hook.{event}.{index}"
+
+
+def task_id(message_id: str, attempt: int) -> str:
+    """The Celery task id of one attempt (1-based) at a doorbell's work."""
+    return f"{message_id}-attempt-{attempt}"
+
+
+def message_id_of(body: Any) -> str | None:
+    """The doorbell a task's keyword arguments ring, or None if they are not a doorbell."""
+    if not isinstance(body, Mapping):
+        return None
+    run_id, version = body.get("run_id"), body.get("version")
+    if not isinstance(run_id, str) or type(version) is not int:
+        return None
+    if "hook" in body:
+        hook, event = body.get("hook"), body.get("event")
+        index = hook.split(":", 1)[0] if isinstance(hook, str) else ""
+        if not isinstance(event, str) or not index.isdigit():
+            return None
+        return hook_doorbell_id(run_id, version, event, int(index))
+    try:
+        action = Action(body.get("action", "step"))
+    except ValueError:
+        return None
+    timeout = body.get("timeout", 0)
+    return doorbell_id(run_id, version, action, timeout if type(timeout) is int else 0)
 
 
 def parse_message(workflow: str, body: Any, *, expected_status: int | None) -> Message:
@@ -61,7 +120,28 @@ def parse_message(workflow: str, body: Any, *, expected_status: int | None) -> M
     timeout = body.get("timeout", 0)
     if type(timeout) is not int or timeout < 0:
         raise WorkflowError(f"malformed message: bad timeout index {timeout!r}", workflow=workflow, run_id=run_id)
-    return Message(workflow=workflow, run_id=run_id, status=status, version=version, action=action, timeout=timeout)
+    return Message(
+        workflow=workflow,
+        run_id=run_id,
+        status=status,
+        version=version,
+        action=action,
+        timeout=timeout,
+        attempt=attempt_of(body, workflow=workflow),
+    )
+
+
+def attempt_of(body: Mapping[str, Any], *, workflow: str) -> int | None:
+    """The attempt a message says it is; raises ``WorkflowError`` for a value that is not a positive int."""
+    attempt = body.get("attempt")
+    if attempt is not None and (type(attempt) is not int or attempt < 1):
+        raise WorkflowError(f"malformed message: bad attempt {attempt!r}", workflow=workflow)
+    return attempt
+
+
+def with_attempt(body: Mapping[str, Any], attempt: int) -> dict[str, Any]:
+    """The keyword arguments of the task that is attempt ``attempt`` at a doorbell."""
+    return {**body, "attempt": attempt}
 
 
 def doorbell(
@@ -74,12 +154,10 @@ def doorbell(
     timeout: int | None = None,
 ) -> OutboxMessage:
     """A message bound to one version of a run; any later write of the run supersedes it."""
-    suffix = "" if action is Action.STEP else f".{action.value}"
-    if timeout is not None:
-        suffix += f".{timeout}"
     body: dict[str, Any] = {
         "workflow": record.workflow_name,
         "run_id": record.run_id,
+        "foreign_id": record.foreign_id,
         "status": record.status,
         "version": record.meta.version,
     }
@@ -88,7 +166,7 @@ def doorbell(
     if timeout is not None:
         body["timeout"] = timeout
     return OutboxMessage(
-        id=f"{record.run_id}.{record.meta.version}{suffix}",
+        id=doorbell_id(record.run_id, record.meta.version, action, timeout or 0),
         workflow_name=record.workflow_name,
         run_id=record.run_id,
         kind="step",
@@ -112,5 +190,49 @@ class Doorbells:
         return self.now + self.later
 
 
-def redeliver_at(now: datetime, redeliver_after: timedelta) -> datetime:
-    return now + redeliver_after
+def describe_task(definition: Definition[Any, Any] | None, body: Any, attempt: int) -> str:
+    """What Flower shows as a task's arguments: which work of which run, and which attempt.
+
+    A Python dict literal (Celery's ``kwargsrepr``), so Flower's search finds
+    ``kwargs:foreign_id=order-42``; the message itself still carries
+    identifiers only. ``definition`` names the status and the function; a
+    doorbell of a workflow this process does not know shows its identifiers.
+    """
+    if not isinstance(body, Mapping):
+        return repr(body)
+    status = body.get("status")
+    status_name = definition.status_name(status) if definition is not None and type(status) is int else status
+    info: dict[str, Any] = {"workflow": body.get("workflow")}
+    if "hook" in body:
+        hook = body.get("hook")
+        info["hook"] = f"{body.get('event')} {hook.split(':', 1)[-1] if isinstance(hook, str) else hook}"
+    else:
+        info["step"] = _work_label(definition, body, status, status_name)
+    info.update(
+        foreign_id=body.get("foreign_id"), run_id=body.get("run_id"), version=body.get("version"), attempt=attempt
+    )
+    return repr(info)
+
+
+def _work_label(definition: Definition[Any, Any] | None, body: Mapping[str, Any], status: Any, name: Any) -> str:
+    action = body.get("action", "step")
+    if action == "delete":
+        return "data deletion"
+    if action == "timers":
+        return f"{name} timers"
+    if action == "resume":
+        return f"{name} auto-resume"
+    fn: Any = None
+    if definition is not None and type(status) is int:
+        if action == "timeout":
+            specs = definition.timeouts.get(status, [])
+            index = body.get("timeout", 0)
+            fn = specs[index].fn if type(index) is int and 0 <= index < len(specs) else None
+            return f"{name} timeout {index} {_fn_name(fn)}".rstrip()
+        spec = definition.steps.get(status)
+        fn = spec.fn if spec is not None else None
+    return f"{name} {_fn_name(fn)}".rstrip()
+
+
+def _fn_name(fn: Any) -> str:
+    return "" if fn is None else str(getattr(fn, "__qualname__", None) or type(fn).__name__)

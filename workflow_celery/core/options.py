@@ -18,6 +18,7 @@ DEFAULT_RELAY_INTERVAL = timedelta(seconds=1)
 DEFAULT_AUTO_RESUME_AFTER = timedelta(hours=1)
 DEFAULT_HOOK_ERR_BACKOFF = timedelta(seconds=1)
 DEFAULT_HOOK_MAX_BACKOFF = timedelta(minutes=5)
+DEFAULT_MAX_RETRY_COUNTDOWN = timedelta(seconds=60)
 
 
 def _check_positive(name: str, value: timedelta | None, workflow: str) -> None:
@@ -81,6 +82,10 @@ class WorkflowOptions:
     hook_err_backoff: timedelta = DEFAULT_HOOK_ERR_BACKOFF
     """Base of the exponential backoff between attempts of a failing hook."""
     hook_max_backoff: timedelta = DEFAULT_HOOK_MAX_BACKOFF
+    max_retry_countdown: timedelta = DEFAULT_MAX_RETRY_COUNTDOWN
+    """Retries due within this long go through the broker (Celery's ``Task.retry`` with a countdown);
+    later ones wait in the database until the relay publishes them. Keep it well under Redis'
+    ``visibility_timeout``; ``timedelta(0)`` keeps every retry in the database."""
     metrics: Any = None
     """Receives hook execution metrics; default: Prometheus (``workflow_celery.metrics``)."""
     custom_delete: Callable[[Any], Any] | None = None
@@ -109,6 +114,11 @@ class WorkflowOptions:
             if not isinstance(value, timedelta):
                 raise ConfigurationError(f"option {name} must be a timedelta, got {value!r}", workflow=workflow)
             _check_positive(name, value, workflow)
+        if not isinstance(opts.max_retry_countdown, timedelta) or opts.max_retry_countdown < timedelta(0):
+            raise ConfigurationError(
+                f"option max_retry_countdown must be a timedelta >= 0, got {opts.max_retry_countdown!r}",
+                workflow=workflow,
+            )
         if opts.auto_resume_after is not None and not isinstance(opts.auto_resume_after, timedelta):
             raise ConfigurationError("option auto_resume_after must be a timedelta or None", workflow=workflow)
         _check_positive("auto_resume_after", opts.auto_resume_after, workflow)

@@ -14,8 +14,10 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from .record import HistoryEntry, Record
 from .run_state import RunState
+from .text import MAX_NAME_LENGTH, storable_text
 
 OutboxKind = Literal["step", "hook", "delete"]
+MAX_ERROR_TEXT = 25_000
 Order = Literal["asc", "desc"]
 
 
@@ -38,6 +40,11 @@ class OutboxMessage:
     created_at: datetime
     due_at: datetime
     attempts: int = 0
+    """How many times the relay has published this row (its redelivery backoff grows with it)."""
+    retries: int = 0
+    """Failed attempts of the work it rings so far: the next attempt is number ``retries + 1``."""
+    claimed_until: datetime | None = None
+    """Set while a worker holds the claim on this doorbell (the work runs); None otherwise."""
 
     def body_json(self) -> str:
         return json.dumps(dict(self.body), separators=(",", ":"), sort_keys=True)
@@ -51,6 +58,28 @@ class ErrorInfo:
     message: str
     traceback: str
     occurred_at: datetime
+
+    def __post_init__(self) -> None:
+        # Whatever an exception carried, every store can keep it (see ``text``).
+        object.__setattr__(self, "error_type", storable_text(self.error_type, limit=MAX_NAME_LENGTH))
+        object.__setattr__(self, "message", storable_text(self.message, limit=MAX_ERROR_TEXT))
+        object.__setattr__(self, "traceback", storable_text(self.traceback, limit=MAX_ERROR_TEXT))
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What ``RecordStore.claim`` found: the run, its doorbell, and whether the caller now holds it."""
+
+    record: Record | None
+    """The run, or None for an unknown run id."""
+    doorbell: OutboxMessage | None
+    """The doorbell row as claimed (or as found, when not claimed); None when there is no such row."""
+    claimed: bool
+    """The caller holds the doorbell until the claim's expiry: nobody else runs its work meanwhile."""
+    abandoned: bool
+    """The previous holder never let go: its attempt ended without recording an outcome."""
+    failures: int
+    """Failed attempts counted so far: at the run's status for step doorbells, of the hook for hook doorbells."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,18 +205,52 @@ class RecordStore(Protocol):
 
         Each claimed row's ``due_at`` moves to ``now + redeliver_after * 2**attempts``
         (capped at ``max_interval``) and ``attempts`` grows by one, so a row that is
-        never answered is rung again, less and less often.
+        never answered is rung again, less and less often. A row whose work is
+        running (an unexpired ``claim``) is not taken.
         """
         ...
 
     def delete_outbox(self, message_ids: Sequence[str]) -> None: ...
 
-    def postpone_outbox(self, message_ids: Sequence[str], due_at: datetime) -> None:
-        """Move these doorbells' ``due_at`` to ``due_at`` if that is later (a lease on running work)."""
+    def claim(
+        self,
+        message_id: str,
+        run_id: str,
+        version: int | None,
+        token: str,
+        now: datetime,
+        until: datetime,
+        *,
+        attempt: int | None = None,
+    ) -> Claim:
+        """Read the run and take the doorbell ``message_id`` for ``token`` until ``until``, in one round trip.
+
+        The claim is taken when the doorbell row exists, nobody holds an
+        unexpired claim on it, (unless ``version`` is None) the run is at
+        ``version``, and (unless ``attempt`` is None) ``attempt`` is the
+        doorbell's next attempt, ``retries + 1``. A row whose previous claim expired without being released
+        is ``abandoned``: the attempt that held it died. Safe with many callers
+        at once: at most one holds a doorbell at a time.
+        """
         ...
 
-    def reschedule_outbox(self, message_ids: Sequence[str], due_at: datetime) -> None:
-        """Set these doorbells' ``due_at`` (earlier or later): the relay rings them then."""
+    def renew_claims(self, message_ids: Sequence[str], until: datetime) -> None:
+        """Extend the claims on these doorbells (and the step slots they hold) to ``until``: their work still runs."""
+        ...
+
+    def release_claim(self, message_id: str, token: str, *, due_at: datetime | None = None) -> bool:
+        """Let go of a claim ``token`` holds; with ``due_at``, the doorbell rings again then. False if not held."""
+        ...
+
+    def abandon_claim(self, message_id: str, now: datetime) -> None:
+        """The process holding this doorbell died: expire its claim and make the row due at ``now``.
+
+        The claim's holder is kept, so the next claimer counts the lost attempt.
+        """
+        ...
+
+    def replace_doorbell(self, message_id: str, token: str, messages: Sequence[OutboxMessage]) -> bool:
+        """If ``token`` holds ``message_id``: delete it and insert ``messages``, atomically. False otherwise."""
         ...
 
     def acquire_slot(
@@ -197,32 +260,48 @@ class RecordStore(Protocol):
 
         A slot whose holder's lease expired (its worker died) is free again.
         Safe with many callers at once: no more than ``limit`` holders at a time.
+        ``renew_claims`` extends the slot of a holder named like the doorbell.
         """
-        ...
-
-    def extend_slot(self, holder: str, expires_at: datetime) -> None:
-        """Move the expiry of ``holder``'s slot (a step still running)."""
         ...
 
     def release_slot(self, holder: str) -> None:
         """Free ``holder``'s slot (no-op if it expired and was taken by another)."""
         ...
 
-    def record_error(self, run_id: str, status: int, error: ErrorInfo, retry: OutboxMessage | None) -> int:
-        """Count a failed attempt of the step at ``status``; return the new count.
+    def record_failure(
+        self,
+        message_id: str,
+        token: str,
+        run_id: str,
+        status: int,
+        error: ErrorInfo,
+        *,
+        due_at: datetime | None,
+        retries: int,
+    ) -> int | None:
+        """Count a failed attempt of the work ``token`` holds the doorbell of; return the new count.
 
-        When ``retry`` is given it is upserted (by id) into the outbox in the same
-        transaction: the doorbell that rings the step again at ``retry.due_at``.
+        In the same transaction the claim is released, the doorbell's
+        ``retries`` set and, with ``due_at``, the doorbell rung again then.
+        Returns None, counting nothing, when ``token`` no longer holds the
+        doorbell (the run moved on, or the claim expired and was taken).
         """
+        ...
+
+    def record_error(self, run_id: str, status: int, error: ErrorInfo) -> int:
+        """Count a failed attempt at ``status`` that had no doorbell (a callback); return the new count."""
         ...
 
     def errors(self, run_id: str) -> list[StepErrors]: ...
 
-    def record_hook_error(self, message: OutboxMessage, hook: str, error: ErrorInfo, retry_at: datetime) -> int:
-        """Count a failed hook execution and move its doorbell to ``retry_at``; return the new count.
+    def record_hook_failure(
+        self, message_id: str, token: str, hook: str, error: ErrorInfo, *, due_at: datetime, retries: int
+    ) -> int | None:
+        """Count a failed hook execution, release its claim and ring its doorbell again at ``due_at``.
 
-        The doorbell row is kept (it is deleted only when the hook succeeds), so
-        a failing hook is retried until it succeeds and is never dropped.
+        Returns the new count, or None when ``token`` no longer holds the
+        doorbell. The doorbell row is deleted only when the hook succeeds, so a
+        failing hook is retried until it does and is never dropped.
         """
         ...
 

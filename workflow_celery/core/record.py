@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Generic, TypeVar
 
 from .run_state import RunState
+from .text import MAX_REASON_LENGTH, storable_text
 
 T = TypeVar("T")
 S = TypeVar("S", bound=enum.IntEnum)
@@ -25,6 +26,11 @@ class Meta:
     """Name of the status at the last write."""
     trace_origin: str = ""
     """Where ``trigger`` was called from (file:line of the caller)."""
+
+    def __post_init__(self) -> None:
+        # Reasons come from operators and steps, the origin from the file system: keep them storable.
+        object.__setattr__(self, "run_state_reason", storable_text(self.run_state_reason, limit=MAX_REASON_LENGTH))
+        object.__setattr__(self, "trace_origin", storable_text(self.trace_origin, limit=MAX_REASON_LENGTH))
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +59,9 @@ class HistoryEntry:
     object: bytes
     reason: str
     created_at: datetime
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", storable_text(self.reason, limit=MAX_REASON_LENGTH))
 
 
 @dataclass(slots=True)

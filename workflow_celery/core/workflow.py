@@ -14,17 +14,16 @@ import uuid
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
+from .answer import Answer, Outcome
 from .definition import Definition
-from .engine import Engine, Outcome
+from .engine import Engine
 from .errors import (
     AwaitTimeout,
     ConfigurationError,
-    InvalidTransition,
     RecordNotFound,
     SerializationError,
     WorkflowError,
 )
-from .hooks import HookOutcome
 from .options import WorkflowOptions
 from .ports import Clock, Dispatcher, HookErrors, RecordStore, StepErrors
 from .record import HistoryEntry, Meta, Record, TypedRecord
@@ -85,8 +84,7 @@ class Workflow(Generic[T, S]):
         running or paused (checked atomically by the store), and
         ``ConfigurationError`` if ``start_at`` is not a status of the graph.
         """
-        if not isinstance(foreign_id, str) or not foreign_id:
-            raise ValueError(f"foreign_id must be a non-empty string (workflow={self.name})")
+        check_foreign_id(foreign_id, workflow=self.name)
         start = self.default_start if start_at is None else start_at
         if not isinstance(start, int) or int(start) not in self.definition.graph:
             raise ConfigurationError(
@@ -220,9 +218,11 @@ class Workflow(Generic[T, S]):
 
         Ignored (returns quietly) when that run is not at ``status`` or is
         paused, cancelled, finished or deleted. Runs in the caller's process;
-        a callback's exception is raised here (nothing is retried), and a
+        a callback's exception is raised here (the caller retries), and a
         returned status that is not allowed raises ``InvalidTransition``.
-        ``payload`` may be bytes, a str (UTF-8) or any JSON-serialisable value.
+        Either is a failed attempt at the status, counted like a step's: the
+        ``pause_after_err_count``-th pauses the run. ``payload`` may be bytes,
+        a str (UTF-8) or any JSON-serialisable value.
         """
         specs = self.definition.callbacks.get(int(status), [])
         if not specs:
@@ -232,15 +232,16 @@ class Workflow(Generic[T, S]):
             record = self.store.latest(self.name, foreign_id)
             if record.status != int(status) or record.run_state not in (RunState.INITIATED, RunState.RUNNING):
                 return
-            run = self.engine.to_run(record)
-            if run.run_state == RunState.INITIATED:
-                run.run_state = RunState.RUNNING
-            result = spec.fn(run, data)
-            if spec.is_async or inspect.iscoroutine(result):
-                result = asyncio.run(result)
-            outcome = self.engine.apply_result(spec.status, spec.destinations, record, run, result, "callback")
-            if isinstance(outcome, InvalidTransition):
-                raise outcome
+            try:
+                run = self.engine.to_run(record)
+                result = spec.fn(run, data)
+                if spec.is_async or inspect.iscoroutine(result):
+                    result = asyncio.run(result)
+                outcome = self.engine.apply_result(spec.status, spec.destinations, record, run, result, "callback")
+            except Exception as exc:
+                # A failed attempt like any other: counted at the status, pausing the run at the limit.
+                self.engine.callback_failed(record, exc)
+                raise
             if outcome is not Outcome.SKIPPED:
                 return
 
@@ -281,11 +282,11 @@ class Workflow(Generic[T, S]):
 
     # -- workers -----------------------------------------------------------
 
-    def handle_step(self, status: int, body: Any) -> Outcome:
+    def handle_step(self, status: int, body: Any) -> Answer:
         """What a worker does with one message from a step queue."""
         return self.engine.handle_step(status, body)
 
-    def handle_hook(self, event: str, body: Any) -> HookOutcome:
+    def handle_hook(self, event: str, body: Any) -> Answer:
         """What a worker does with one message from a hook queue."""
         return self.engine.handle_hook(event, body)
 
@@ -293,7 +294,7 @@ class Workflow(Generic[T, S]):
         """Failure counters of the run's hooks (kept after a later success)."""
         return self.store.hook_errors(run_id)
 
-    def handle_delete(self, body: Any) -> Outcome:
+    def handle_delete(self, body: Any) -> Answer:
         """What a worker does with one message from the data-deletion queue."""
         return self.engine.handle_delete(body)
 
@@ -333,6 +334,36 @@ class Workflow(Generic[T, S]):
 
     def __repr__(self) -> str:
         return f"<Workflow {self.name} statuses={len(self.definition.graph.nodes)} steps={len(self.definition.steps)}>"
+
+
+MAX_FOREIGN_ID_LENGTH = 512
+"""Characters a foreign id may have: it is indexed, and an index entry has a size limit."""
+
+
+def check_foreign_id(foreign_id: object, *, workflow: str) -> None:
+    """Refuse a foreign id no store can keep and find again: raises ``ValueError`` saying why.
+
+    It must be a non-empty ``str`` of at most ``MAX_FOREIGN_ID_LENGTH``
+    characters, without NUL characters or lone surrogates (PostgreSQL text
+    and UTF-8 have no room for them). It is an identifier, so it is refused
+    rather than altered.
+    """
+    if not isinstance(foreign_id, str) or not foreign_id:
+        raise ValueError(f"foreign_id must be a non-empty string, got {foreign_id!r} (workflow={workflow})")
+    if len(foreign_id) > MAX_FOREIGN_ID_LENGTH:
+        raise ValueError(
+            f"foreign_id is {len(foreign_id)} characters long; at most {MAX_FOREIGN_ID_LENGTH} are allowed "
+            f"(workflow={workflow})"
+        )
+    if "\x00" in foreign_id:
+        raise ValueError(f"foreign_id {foreign_id!r} contains a NUL character (workflow={workflow})")
+    if not foreign_id.isascii():
+        try:
+            foreign_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"foreign_id {foreign_id!r} is not valid Unicode (it contains a lone surrogate) (workflow={workflow})"
+            ) from None
 
 
 def _payload_bytes(payload: Any) -> bytes:

@@ -126,6 +126,9 @@ outbox = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("due_at", UTCDateTime, nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("retries", Integer, nullable=False, server_default="0"),
+    Column("claimed_by", Text, nullable=True),
+    Column("claimed_until", UTCDateTime, nullable=True),
     PrimaryKeyConstraint("id", name="pk_workflow_outbox"),
 )
 

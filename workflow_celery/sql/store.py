@@ -21,6 +21,7 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -30,12 +31,16 @@ from sqlalchemy import (
     Insert,
     Select,
     Update,
+    and_,
     bindparam,
+    case,
     create_engine,
     delete,
     event,
     exists,
+    func,
     make_url,
+    or_,
     select,
     text,
 )
@@ -45,9 +50,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from ..core.errors import ConfigurationError, RecordNotFound, SerializationError, WorkflowInProgress
-from ..core.ports import ErrorInfo, HookErrors, Order, OutboxKind, OutboxMessage, StepErrors
+from ..core.ports import Claim, ErrorInfo, HookErrors, Order, OutboxKind, OutboxMessage, StepErrors
 from ..core.record import HistoryEntry, Meta, Record
 from ..core.run_state import IN_PROGRESS_VALUES, RunState
+from ..core.text import MAX_NAME_LENGTH, storable_text
 from . import migrate
 from .schema import (
     IN_PROGRESS_INDEX,
@@ -145,19 +151,21 @@ if hasattr(os, "register_at_fork"):
 
 # --------------------------------------------------------------------------- PostgreSQL statements
 
-_OUTBOX_COLUMNS = "id, workflow_name, run_id, kind, queue, task, body, created_at, due_at, attempts"
+_OUTBOX_COLUMNS = "id, workflow_name, run_id, kind, queue, task, body, created_at, due_at, attempts, retries"
 
 # One row per doorbell, from parallel arrays: a fixed statement whatever their number.
 _PG_OUTBOX_ROWS = """unnest(
         CAST(:o_id AS text[]), CAST(:o_workflow_name AS text[]), CAST(:o_run_id AS text[]),
         CAST(:o_kind AS text[]), CAST(:o_queue AS text[]), CAST(:o_task AS text[]), CAST(:o_body AS text[]),
-        CAST(:o_created_at AS timestamptz[]), CAST(:o_due_at AS timestamptz[]), CAST(:o_attempts AS integer[])
-    ) AS m(id, workflow_name, run_id, kind, queue, task, body, created_at, due_at, attempts)"""
+        CAST(:o_created_at AS timestamptz[]), CAST(:o_due_at AS timestamptz[]), CAST(:o_attempts AS integer[]),
+        CAST(:o_retries AS integer[])
+    ) AS m(id, workflow_name, run_id, kind, queue, task, body, created_at, due_at, attempts, retries)"""
 
 _PG_OUTBOX_ON_CONFLICT = """ON CONFLICT (id) DO UPDATE SET
         workflow_name = EXCLUDED.workflow_name, run_id = EXCLUDED.run_id, kind = EXCLUDED.kind,
         queue = EXCLUDED.queue, task = EXCLUDED.task, body = EXCLUDED.body,
-        created_at = EXCLUDED.created_at, due_at = EXCLUDED.due_at, attempts = EXCLUDED.attempts"""
+        created_at = EXCLUDED.created_at, due_at = EXCLUDED.due_at, attempts = EXCLUDED.attempts,
+        retries = EXCLUDED.retries, claimed_by = NULL, claimed_until = NULL"""
 
 _PG_INSERT_RUN = text(f"""
 WITH r AS (
@@ -215,12 +223,13 @@ SELECT count(*) FROM u
 # SKIP LOCKED hands each due row to one caller; a row another caller has just
 # claimed and committed is re-checked against ``due_at <= :now`` on its new
 # version (READ COMMITTED), so it is not claimed twice in one period either.
-# The exponent is capped only to keep numeric arithmetic small; the cap on the
-# interval itself is ``max_us``.
-_PG_CLAIM = text(f"""
+# A row whose work is running (an unexpired claim) is not rung. The exponent is
+# capped only to keep numeric arithmetic small; the cap on the interval itself
+# is ``max_us``.
+_PG_CLAIM_DUE = text(f"""
 WITH c AS (
     SELECT id, due_at, attempts FROM workflow_outbox
-    WHERE due_at <= :now
+    WHERE due_at <= :now AND (claimed_until IS NULL OR claimed_until <= :now)
     ORDER BY due_at, id
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
@@ -232,9 +241,9 @@ WITH c AS (
     FROM c
     WHERE x.id = c.id
     RETURNING x.id, x.workflow_name, x.run_id, x.kind, x.queue, x.task, x.body, x.created_at,
-              c.due_at, c.attempts
+              c.due_at, c.attempts, x.retries, x.claimed_until
 )
-SELECT {_OUTBOX_COLUMNS} FROM u ORDER BY due_at, id
+SELECT {_OUTBOX_COLUMNS}, claimed_until FROM u ORDER BY due_at, id
 """)
 
 _PG_INSERT_OUTBOX = text(f"""
@@ -245,35 +254,105 @@ ON CONFLICT (id) DO NOTHING
 
 _PG_DELETE_OUTBOX = text("DELETE FROM workflow_outbox WHERE id = ANY(CAST(:ids AS text[]))")
 
-_PG_RECORD_ERROR = text(f"""
-WITH e AS (
+# One round trip answers "may I run this doorbell's work?": the run, the row
+# (locked, so two claimers are served one after the other and the second sees
+# the first's claim), the claim itself, and the failures counted so far.
+# ``previous_holder`` comes from the locked row: a holder there whose claim
+# expired never let go, so its attempt died.
+_PG_CLAIM = text(f"""
+WITH r AS (
+    SELECT * FROM workflow_records WHERE run_id = :run_id
+), prev AS (
+    SELECT {_OUTBOX_COLUMNS}, claimed_by, claimed_until FROM workflow_outbox WHERE id = :id FOR UPDATE
+), c AS (
+    UPDATE workflow_outbox AS o SET claimed_by = :token, claimed_until = :until
+    FROM prev
+    WHERE o.id = prev.id
+      AND (prev.claimed_until IS NULL OR prev.claimed_until <= :now)
+      AND (CAST(:attempt AS integer) IS NULL OR prev.retries + 1 = CAST(:attempt AS integer))
+      AND (CAST(:version AS integer) IS NULL
+           OR EXISTS (SELECT 1 FROM r WHERE r.version = CAST(:version AS integer)))
+    RETURNING o.id
+)
+SELECT r.run_id, r.workflow_name, r.foreign_id, r.run_state, r.status, r.object, r.created_at, r.updated_at,
+       r.version, r.run_state_reason, r.status_description, r.trace_origin,
+       prev.id AS o_id, prev.workflow_name AS o_workflow_name, prev.run_id AS o_run_id, prev.kind AS o_kind,
+       prev.queue AS o_queue, prev.task AS o_task, prev.body AS o_body, prev.created_at AS o_created_at,
+       prev.due_at AS o_due_at, prev.attempts AS o_attempts, prev.retries AS o_retries,
+       prev.claimed_until AS o_claimed_until, prev.claimed_by AS o_claimed_by,
+       c.id IS NOT NULL AS claimed,
+       (SELECT e.count FROM workflow_step_errors e WHERE e.run_id = :run_id AND e.status = r.status) AS step_failures,
+       (SELECT h.count FROM workflow_hook_errors h WHERE h.message_id = :id) AS hook_failures
+FROM (SELECT 1) AS one
+LEFT JOIN r ON TRUE
+LEFT JOIN prev ON TRUE
+LEFT JOIN c ON TRUE
+""")
+
+_PG_RENEW_CLAIMS = text("""
+WITH o AS (
+    UPDATE workflow_outbox SET claimed_until = GREATEST(claimed_until, :until)
+    WHERE id = ANY(CAST(:ids AS text[])) AND claimed_by IS NOT NULL
+), s AS (
+    UPDATE workflow_step_slots SET expires_at = GREATEST(expires_at, :until)
+    WHERE holder = ANY(CAST(:ids AS text[]))
+)
+SELECT 1
+""")
+
+_PG_REPLACE_DOORBELL = text(f"""
+WITH d AS (
+    DELETE FROM workflow_outbox WHERE id = :id AND claimed_by = :token RETURNING id
+), o AS (
+    INSERT INTO workflow_outbox ({_OUTBOX_COLUMNS})
+    SELECT m.* FROM d CROSS JOIN {_PG_OUTBOX_ROWS}
+    {_PG_OUTBOX_ON_CONFLICT}
+)
+SELECT count(*) FROM d
+""")
+
+# The count is kept only while the caller holds the doorbell: a claim that
+# expired and was taken by another attempt, or a row the run's next write
+# deleted, means this attempt no longer speaks for the work.
+_PG_RECORD_FAILURE = text("""
+WITH o AS (
+    UPDATE workflow_outbox SET claimed_by = NULL, claimed_until = NULL, retries = :retries,
+        due_at = COALESCE(CAST(:due_at AS timestamptz), due_at)
+    WHERE id = :id AND claimed_by = :token
+    RETURNING id
+), e AS (
     INSERT INTO workflow_step_errors (run_id, status, count, error_type, message, traceback, occurred_at)
-    VALUES (:run_id, :status, 1, :error_type, :message, :traceback, :occurred_at)
+    SELECT :run_id, :status, 1, :error_type, :message, :traceback, :occurred_at FROM o
     ON CONFLICT (run_id, status) DO UPDATE SET
         count = workflow_step_errors.count + 1, error_type = EXCLUDED.error_type,
         message = EXCLUDED.message, traceback = EXCLUDED.traceback, occurred_at = EXCLUDED.occurred_at
     RETURNING count
-), o AS (
-    INSERT INTO workflow_outbox ({_OUTBOX_COLUMNS})
-    SELECT m.* FROM {_PG_OUTBOX_ROWS}
-    {_PG_OUTBOX_ON_CONFLICT}
 )
 SELECT count FROM e
 """)
 
-# The doorbell is only moved, never created: a hook that succeeded meanwhile
-# (and deleted it) must not be rung again.
-_PG_RECORD_HOOK_ERROR = text("""
-WITH e AS (
+_PG_RECORD_ERROR = text("""
+INSERT INTO workflow_step_errors (run_id, status, count, error_type, message, traceback, occurred_at)
+VALUES (:run_id, :status, 1, :error_type, :message, :traceback, :occurred_at)
+ON CONFLICT (run_id, status) DO UPDATE SET
+    count = workflow_step_errors.count + 1, error_type = EXCLUDED.error_type,
+    message = EXCLUDED.message, traceback = EXCLUDED.traceback, occurred_at = EXCLUDED.occurred_at
+RETURNING count
+""")
+
+_PG_RECORD_HOOK_FAILURE = text("""
+WITH o AS (
+    UPDATE workflow_outbox SET claimed_by = NULL, claimed_until = NULL, retries = :retries, due_at = :due_at
+    WHERE id = :id AND claimed_by = :token
+    RETURNING id, run_id
+), e AS (
     INSERT INTO workflow_hook_errors (message_id, run_id, hook, count, error_type, message, traceback, occurred_at)
-    VALUES (:message_id, :run_id, :hook, 1, :error_type, :message, :traceback, :occurred_at)
+    SELECT o.id, o.run_id, :hook, 1, :error_type, :message, :traceback, :occurred_at FROM o
     ON CONFLICT (message_id) DO UPDATE SET
         count = workflow_hook_errors.count + 1, run_id = EXCLUDED.run_id, hook = EXCLUDED.hook,
         error_type = EXCLUDED.error_type, message = EXCLUDED.message, traceback = EXCLUDED.traceback,
         occurred_at = EXCLUDED.occurred_at
     RETURNING count
-), o AS (
-    UPDATE workflow_outbox SET due_at = :retry_at WHERE id = :message_id
 )
 SELECT count FROM e
 """)
@@ -340,13 +419,16 @@ _SQ_UPSERT_OUTBOX = _sq_outbox_insert.on_conflict_do_update(
     index_elements=[outbox.c.id],
     set_={c.name: _sq_outbox_insert.excluded[c.name] for c in outbox.c if c.name != "id"},
 )
-_SQ_CLAIM_SELECT: Select[Any] = (
+_SQ_CLAIM_DUE_SELECT: Select[Any] = (
     select(outbox)
-    .where(outbox.c.due_at <= bindparam("b_now", type_=UTCDateTime()))
+    .where(
+        outbox.c.due_at <= bindparam("b_now", type_=UTCDateTime()),
+        or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until <= bindparam("b_now", type_=UTCDateTime())),
+    )
     .order_by(outbox.c.due_at, outbox.c.id)
     .limit(bindparam("b_limit"))
 )
-_SQ_CLAIM_BUMP: Update = (
+_SQ_CLAIM_DUE_BUMP: Update = (
     outbox.update()
     .where(outbox.c.id == bindparam("b_id"))
     .values(due_at=bindparam("b_due_at", type_=UTCDateTime()), attempts=bindparam("b_attempts"))
@@ -362,15 +444,69 @@ _SQ_RECORD_HOOK_ERROR = _sq_hook_error_insert.on_conflict_do_update(
         },
     },
 ).returning(hook_errors.c.count)
-_SQ_MOVE_DOORBELL: Update = (
-    outbox.update().where(outbox.c.id == bindparam("b_id")).values(due_at=bindparam("b_due_at", type_=UTCDateTime()))
+_SQ_OUTBOX_ROW: Select[Any] = select(outbox).where(outbox.c.id == bindparam("b_id"))
+_SQ_STEP_FAILURES: Select[Any] = select(step_errors.c["count"]).where(
+    step_errors.c.run_id == bindparam("b_run_id"), step_errors.c.status == bindparam("b_status")
+)
+_SQ_HOOK_FAILURES: Select[Any] = select(hook_errors.c["count"]).where(hook_errors.c.message_id == bindparam("b_id"))
+_SQ_TAKE_CLAIM: Update = (
+    outbox.update()
+    .where(outbox.c.id == bindparam("b_id"))
+    .values(claimed_by=bindparam("b_token"), claimed_until=bindparam("b_until", type_=UTCDateTime()))
+)
+_held_by_token = and_(outbox.c.id == bindparam("b_id"), outbox.c.claimed_by == bindparam("b_token"))
+_RELEASE_CLAIM: Update = (
+    outbox.update()
+    .where(_held_by_token)
+    .values(
+        claimed_by=None,
+        claimed_until=None,
+        due_at=func.coalesce(bindparam("b_due_at", type_=UTCDateTime()), outbox.c.due_at),
+    )
+)
+_SQ_RELEASE_FAILED: Update = (
+    outbox.update()
+    .where(_held_by_token)
+    .values(
+        claimed_by=None,
+        claimed_until=None,
+        retries=bindparam("b_retries"),
+        due_at=func.coalesce(bindparam("b_due_at", type_=UTCDateTime()), outbox.c.due_at),
+    )
+    .returning(outbox.c.run_id)
+)
+_ABANDON_CLAIM: Update = (
+    outbox.update()
+    .where(outbox.c.id == bindparam("b_id"), outbox.c.claimed_by.is_not(None))
+    .values(
+        claimed_until=bindparam("b_now", type_=UTCDateTime()),
+        due_at=case(
+            (outbox.c.due_at > bindparam("b_now", type_=UTCDateTime()), bindparam("b_now", type_=UTCDateTime())),
+            else_=outbox.c.due_at,
+        ),
+    )
+)
+_SQ_DELETE_HELD: Delete = delete(outbox).where(_held_by_token)
+_SQ_RENEW_CLAIMS: Update = (
+    outbox.update()
+    .where(
+        outbox.c.id.in_(bindparam("b_ids", expanding=True)),
+        outbox.c.claimed_by.is_not(None),
+        outbox.c.claimed_until < bindparam("b_until", type_=UTCDateTime()),
+    )
+    .values(claimed_until=bindparam("b_until", type_=UTCDateTime()))
+)
+_SQ_RENEW_SLOTS: Update = (
+    step_slots.update()
+    .where(
+        step_slots.c.holder.in_(bindparam("b_ids", expanding=True)),
+        step_slots.c.expires_at < bindparam("b_until", type_=UTCDateTime()),
+    )
+    .values(expires_at=bindparam("b_until", type_=UTCDateTime()))
 )
 _SQ_RESET_ERRORS: Update = step_errors.update().where(step_errors.c.run_id == bindparam("b_run_id")).values(count=0)
 _SQ_INSERT_OUTBOX = sqlite_insert(outbox).on_conflict_do_nothing(index_elements=[outbox.c.id])
 _SQ_DELETE_OUTBOX: Delete = delete(outbox).where(outbox.c.id.in_(bindparam("b_ids", expanding=True)))
-_RESCHEDULE_OUTBOX: Update = (
-    outbox.update().where(outbox.c.id.in_(bindparam("b_ids", expanding=True))).values(due_at=bindparam("b_due_at"))
-)
 # One statement: pick a slot nobody holds (or whose lease expired) and take it. Two callers
 # picking the same slot meet in ON CONFLICT; the loser's WHERE sees the fresh lease and gets
 # no row back, so it counts as busy: never more than ``limit`` holders.
@@ -403,15 +539,7 @@ _SQ_TAKE_SLOT = sqlite_insert(step_slots).on_conflict_do_update(
         "expires_at": sqlite_insert(step_slots).excluded.expires_at,
     },
 )
-_EXTEND_SLOT: Update = (
-    step_slots.update().where(step_slots.c.holder == bindparam("b_holder")).values(expires_at=bindparam("b_expires_at"))
-)
 _RELEASE_SLOT: Delete = delete(step_slots).where(step_slots.c.holder == bindparam("b_holder"))
-_POSTPONE_OUTBOX: Update = (
-    outbox.update()
-    .where(outbox.c.id.in_(bindparam("b_ids", expanding=True)), outbox.c.due_at < bindparam("b_due_at"))
-    .values(due_at=bindparam("b_due_at"))
-)
 _sq_error_insert = sqlite_insert(step_errors)
 _SQ_RECORD_ERROR = _sq_error_insert.on_conflict_do_update(
     index_elements=[step_errors.c.run_id, step_errors.c.status],
@@ -489,6 +617,7 @@ def _outbox_params(message: OutboxMessage) -> dict[str, Any]:
         "created_at": to_utc(message.created_at),
         "due_at": to_utc(message.due_at),
         "attempts": message.attempts,
+        "retries": message.retries,
     }
 
 
@@ -505,42 +634,68 @@ def _outbox_arrays(messages: Sequence[OutboxMessage], *, keep: str = "last") -> 
         "o_created_at": [to_utc(m.created_at) for m in rows],
         "o_due_at": [to_utc(m.due_at) for m in rows],
         "o_attempts": [m.attempts for m in rows],
+        "o_retries": [m.retries for m in rows],
     }
 
 
 def _to_record(row: Row[Any]) -> Record:
+    return record_from(row._mapping)
+
+
+def record_from(m: Mapping[Any, Any]) -> Record:
+    """The ``Record`` a row of ``workflow_records`` (as a mapping of its columns) holds."""
     return Record(
-        workflow_name=row.workflow_name,
-        foreign_id=row.foreign_id,
-        run_id=row.run_id,
-        run_state=RunState(row.run_state),
-        status=row.status,
-        object=row.object.encode("utf-8"),
-        created_at=to_utc(row.created_at),
-        updated_at=to_utc(row.updated_at),
+        workflow_name=m["workflow_name"],
+        foreign_id=m["foreign_id"],
+        run_id=m["run_id"],
+        run_state=RunState(m["run_state"]),
+        status=m["status"],
+        object=m["object"].encode("utf-8"),
+        created_at=to_utc(m["created_at"]),
+        updated_at=to_utc(m["updated_at"]),
         meta=Meta(
-            version=row.version,
-            run_state_reason=row.run_state_reason,
-            status_description=row.status_description,
-            trace_origin=row.trace_origin,
+            version=m["version"],
+            run_state_reason=m["run_state_reason"],
+            status_description=m["status_description"],
+            trace_origin=m["trace_origin"],
         ),
     )
 
 
-def _to_message(row: Row[Any]) -> OutboxMessage:
-    body: Mapping[str, Any] = json.loads(row.body)
+def _to_message(row: Row[Any], prefix: str = "") -> OutboxMessage:
+    return _message_from(row._mapping, prefix)
+
+
+def _message_from(m: Mapping[Any, Any], prefix: str = "") -> OutboxMessage:
+    body: Mapping[str, Any] = json.loads(m[prefix + "body"])
+    claimed_until = m.get(prefix + "claimed_until")
     return OutboxMessage(
-        id=row.id,
-        workflow_name=row.workflow_name,
-        run_id=row.run_id,
-        kind=cast(OutboxKind, row.kind),
-        queue=row.queue,
-        task=row.task,
+        id=m[prefix + "id"],
+        workflow_name=m[prefix + "workflow_name"],
+        run_id=m[prefix + "run_id"],
+        kind=cast(OutboxKind, m[prefix + "kind"]),
+        queue=m[prefix + "queue"],
+        task=m[prefix + "task"],
         body=body,
-        created_at=to_utc(row.created_at),
-        due_at=to_utc(row.due_at),
-        attempts=row.attempts,
+        created_at=to_utc(m[prefix + "created_at"]),
+        due_at=to_utc(m[prefix + "due_at"]),
+        attempts=m[prefix + "attempts"],
+        retries=m[prefix + "retries"],
+        claimed_until=None if claimed_until is None else to_utc(claimed_until),
     )
+
+
+def claim_from_row(m: Mapping[Any, Any], until: datetime) -> Claim:
+    """The ``Claim`` that the one row of the PostgreSQL claim statement describes (as a mapping)."""
+    record = record_from(m) if m["run_id"] is not None else None
+    claimed = bool(m["claimed"])
+    doorbell = _message_from(m, "o_") if m["o_id"] is not None else None
+    if doorbell is not None and claimed:
+        doorbell = replace(doorbell, claimed_until=until)
+    abandoned = claimed and m["o_claimed_by"] is not None
+    hook = doorbell is not None and doorbell.kind == "hook"
+    failures = (m["hook_failures"] if hook else m["step_failures"]) or 0
+    return Claim(record=record, doorbell=doorbell, claimed=claimed, abandoned=abandoned, failures=failures)
 
 
 def _backoff(redeliver_after: timedelta, max_interval: timedelta, attempts: int) -> timedelta:
@@ -842,12 +997,12 @@ class SQLStore:
                 "max_us": max_interval // timedelta(microseconds=1),
             }
             with self._statement() as conn:
-                return [_to_message(row) for row in conn.execute(_PG_CLAIM, params)]
+                return [_to_message(row) for row in conn.execute(_PG_CLAIM_DUE, params)]
         with self._write() as conn:
-            claimed = [_to_message(row) for row in conn.execute(_SQ_CLAIM_SELECT, {"b_now": now, "b_limit": limit})]
+            claimed = [_to_message(row) for row in conn.execute(_SQ_CLAIM_DUE_SELECT, {"b_now": now, "b_limit": limit})]
             if claimed:
                 conn.execute(
-                    _SQ_CLAIM_BUMP,
+                    _SQ_CLAIM_DUE_BUMP,
                     [
                         {
                             "b_id": m.id,
@@ -881,17 +1036,95 @@ class SQLStore:
         with self._write() as conn:
             conn.execute(_SQ_DELETE_OUTBOX, {"b_ids": list(message_ids)})
 
-    def postpone_outbox(self, message_ids: Sequence[str], due_at: datetime) -> None:
-        """Push these doorbells' due time out to ``due_at`` (never earlier): the lease of running work."""
-        if not message_ids:
-            return
-        self._write_one(_POSTPONE_OUTBOX, {"b_ids": list(message_ids), "b_due_at": due_at})
+    # ------------------------------------------------------------------ claims
 
-    def reschedule_outbox(self, message_ids: Sequence[str], due_at: datetime) -> None:
-        """Set these doorbells' due time; the relay rings them when it comes."""
+    def claim(
+        self,
+        message_id: str,
+        run_id: str,
+        version: int | None,
+        token: str,
+        now: datetime,
+        until: datetime,
+        *,
+        attempt: int | None = None,
+    ) -> Claim:
+        """Read the run and take the doorbell for ``token``; see ``RecordStore.claim``. One round trip on PostgreSQL."""
+        now, until = to_utc(now), to_utc(until)
+        if self._pg:
+            params = {
+                "id": message_id,
+                "run_id": run_id,
+                "version": version,
+                "attempt": attempt,
+                "token": token,
+                "now": now,
+                "until": until,
+            }
+            with self._statement() as conn:
+                row = conn.execute(_PG_CLAIM, params).one()
+            return claim_from_row(row._mapping, until)
+        with self._write() as conn:
+            found = conn.execute(_LOOKUP, {"b_run_id": run_id}).first()
+            record = _to_record(found) if found is not None else None
+            outbox_row = conn.execute(_SQ_OUTBOX_ROW, {"b_id": message_id}).first()
+            doorbell = _to_message(outbox_row) if outbox_row is not None else None
+            if doorbell is not None and doorbell.kind == "hook":
+                failures = conn.execute(_SQ_HOOK_FAILURES, {"b_id": message_id}).scalar()
+            elif record is not None:
+                failures = conn.execute(_SQ_STEP_FAILURES, {"b_run_id": run_id, "b_status": record.status}).scalar()
+            else:
+                failures = 0
+            current = version is None or (record is not None and record.meta.version == version)
+            held = doorbell is not None and doorbell.claimed_until is not None and doorbell.claimed_until > now
+            expected = doorbell is not None and (attempt is None or attempt == doorbell.retries + 1)
+            if doorbell is None or not current or held or not expected:
+                return Claim(record=record, doorbell=doorbell, claimed=False, abandoned=False, failures=failures or 0)
+            assert outbox_row is not None
+            conn.execute(_SQ_TAKE_CLAIM, {"b_id": message_id, "b_token": token, "b_until": until})
+            return Claim(
+                record=record,
+                doorbell=replace(doorbell, claimed_until=until),
+                claimed=True,
+                abandoned=outbox_row.claimed_by is not None,
+                failures=failures or 0,
+            )
+
+    def renew_claims(self, message_ids: Sequence[str], until: datetime) -> None:
+        """Extend the claims on these doorbells, and the step slots held under their ids, to ``until``."""
         if not message_ids:
             return
-        self._write_one(_RESCHEDULE_OUTBOX, {"b_ids": list(message_ids), "b_due_at": due_at})
+        if self._pg:
+            with self._statement() as conn:
+                conn.execute(_PG_RENEW_CLAIMS, {"ids": list(message_ids), "until": to_utc(until)})
+            return
+        with self._write() as conn:
+            params = {"b_ids": list(message_ids), "b_until": until}
+            conn.execute(_SQ_RENEW_CLAIMS, params)
+            conn.execute(_SQ_RENEW_SLOTS, params)
+
+    def release_claim(self, message_id: str, token: str, *, due_at: datetime | None = None) -> bool:
+        """Let go of the claim ``token`` holds on the doorbell (ringing it again at ``due_at`` if given)."""
+        params = {"b_id": message_id, "b_token": token, "b_due_at": due_at}
+        with self._statement() if self._pg else self._write() as conn:
+            return bool(conn.execute(_RELEASE_CLAIM, params).rowcount)
+
+    def abandon_claim(self, message_id: str, now: datetime) -> None:
+        """Expire the claim on a doorbell whose holder died, and make it due at ``now``."""
+        self._write_one(_ABANDON_CLAIM, {"b_id": message_id, "b_now": now})
+
+    def replace_doorbell(self, message_id: str, token: str, messages: Sequence[OutboxMessage]) -> bool:
+        """Swap the doorbell ``token`` holds for ``messages`` in one transaction; False if it is not held."""
+        if self._pg:
+            params: dict[str, Any] = {"id": message_id, "token": token, **_outbox_arrays(messages)}
+            with self._statement() as conn:
+                return bool(conn.execute(_PG_REPLACE_DOORBELL, params).scalar_one())
+        with self._write() as conn:
+            if conn.execute(_SQ_DELETE_HELD, {"b_id": message_id, "b_token": token}).rowcount != 1:
+                return False
+            if messages:
+                conn.execute(_SQ_UPSERT_OUTBOX, [_outbox_params(m) for m in _unique(messages)])
+            return True
 
     # ------------------------------------------------------------------ slots
 
@@ -931,32 +1164,48 @@ class SQLStore:
             )
             return True
 
-    def extend_slot(self, holder: str, expires_at: datetime) -> None:
-        """Push the expiry of ``holder``'s slot: its step is still running."""
-        self._write_one(_EXTEND_SLOT, {"b_holder": holder, "b_expires_at": expires_at})
-
     def release_slot(self, holder: str) -> None:
         """Free ``holder``'s slot."""
         self._write_one(_RELEASE_SLOT, {"b_holder": holder})
 
     # ------------------------------------------------------------------ errors
 
-    def record_error(self, run_id: str, status: int, error: ErrorInfo, retry: OutboxMessage | None) -> int:
-        """Count a failed attempt at ``status`` and upsert the ``retry`` doorbell; return the new count."""
-        params: dict[str, Any] = {
-            "run_id": run_id,
-            "status": int(status),
-            **_error_params(error),
-        }
+    def record_failure(
+        self,
+        message_id: str,
+        token: str,
+        run_id: str,
+        status: int,
+        error: ErrorInfo,
+        *,
+        due_at: datetime | None,
+        retries: int,
+    ) -> int | None:
+        """Count a failed attempt while ``token`` holds the doorbell; see ``RecordStore.record_failure``."""
+        params: dict[str, Any] = {"run_id": run_id, "status": int(status), **_error_params(error)}
         if self._pg:
-            params.update(_outbox_arrays([retry] if retry is not None else []))
+            params.update(
+                id=message_id, token=token, retries=retries, due_at=None if due_at is None else to_utc(due_at)
+            )
+            with self._statement() as conn:
+                count = conn.execute(_PG_RECORD_FAILURE, params).scalar_one_or_none()
+            return None if count is None else int(count)
+        with self._write() as conn:
+            released = conn.execute(
+                _SQ_RELEASE_FAILED, {"b_id": message_id, "b_token": token, "b_retries": retries, "b_due_at": due_at}
+            ).first()
+            if released is None:
+                return None
+            return int(conn.execute(_SQ_RECORD_ERROR, params).scalar_one())
+
+    def record_error(self, run_id: str, status: int, error: ErrorInfo) -> int:
+        """Count a failed attempt at ``status`` that had no doorbell; return the new count."""
+        params: dict[str, Any] = {"run_id": run_id, "status": int(status), **_error_params(error)}
+        if self._pg:
             with self._statement() as conn:
                 return int(conn.execute(_PG_RECORD_ERROR, params).scalar_one())
         with self._write() as conn:
-            count = int(conn.execute(_SQ_RECORD_ERROR, params).scalar_one())
-            if retry is not None:
-                conn.execute(_SQ_UPSERT_OUTBOX, [_outbox_params(retry)])
-        return count
+            return int(conn.execute(_SQ_RECORD_ERROR, params).scalar_one())
 
     def errors(self, run_id: str) -> list[StepErrors]:
         """The run's error counters, by status."""
@@ -972,25 +1221,24 @@ class SQLStore:
             for row in rows
         ]
 
-    def record_hook_error(self, message: OutboxMessage, hook: str, error: ErrorInfo, retry_at: datetime) -> int:
-        """Count a failed hook execution and move its doorbell (if still there) to ``retry_at``.
-
-        Returns the new count. The doorbell stays until the hook succeeds.
-        """
-        params: dict[str, Any] = {
-            "message_id": message.id,
-            "run_id": message.run_id,
-            "hook": hook,
-            **_error_params(error),
-        }
+    def record_hook_failure(
+        self, message_id: str, token: str, hook: str, error: ErrorInfo, *, due_at: datetime, retries: int
+    ) -> int | None:
+        """Count a failed hook execution while ``token`` holds its doorbell, and ring it again at ``due_at``."""
+        params: dict[str, Any] = {"hook": storable_text(hook, limit=MAX_NAME_LENGTH), **_error_params(error)}
         if self._pg:
-            params["retry_at"] = to_utc(retry_at)
+            params.update(id=message_id, token=token, retries=retries, due_at=to_utc(due_at))
             with self._statement() as conn:
-                return int(conn.execute(_PG_RECORD_HOOK_ERROR, params).scalar_one())
+                count = conn.execute(_PG_RECORD_HOOK_FAILURE, params).scalar_one_or_none()
+            return None if count is None else int(count)
         with self._write() as conn:
-            count = int(conn.execute(_SQ_RECORD_HOOK_ERROR, params).scalar_one())
-            conn.execute(_SQ_MOVE_DOORBELL, {"b_id": message.id, "b_due_at": retry_at})
-        return count
+            released = conn.execute(
+                _SQ_RELEASE_FAILED, {"b_id": message_id, "b_token": token, "b_retries": retries, "b_due_at": due_at}
+            ).first()
+            if released is None:
+                return None
+            params.update(message_id=message_id, run_id=released.run_id)
+            return int(conn.execute(_SQ_RECORD_HOOK_ERROR, params).scalar_one())
 
     def hook_errors(self, run_id: str) -> list[HookErrors]:
         """Failure counters of the run's hook executions, by message id."""

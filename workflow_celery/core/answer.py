@@ -1,0 +1,66 @@
+"""What answering one doorbell did, and what the broker should do about it.
+
+The core decides; the adapters report. A Celery task turns an ``Answer`` into
+its task state: a retried attempt becomes ``RETRY`` (through ``Task.retry``
+when the retry is near, the database alone when it is far), the attempt that
+pauses a run ``FAILURE`` with the exception, everything else ``SUCCESS`` with
+the outcome's value as its result.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .failure import RetryPlan
+
+
+class Outcome(enum.Enum):
+    """What answering one step, timeout or deletion doorbell did; shown in worker logs and Flower."""
+
+    MOVED = "moved"
+    COMPLETED = "completed"
+    REPEATED = "repeated"
+    SKIPPED = "skipped"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    RESUMED = "resumed"
+    DATA_DELETED = "data_deleted"
+    RETRY_SCHEDULED = "retry_scheduled"
+    PAUSED_AFTER_ERRORS = "paused_after_errors"
+    WAITING_FOR_SLOT = "waiting_for_slot"
+    TIMEOUTS_SCHEDULED = "timeouts_scheduled"
+    TIMED_OUT = "timed_out"
+    DROPPED_STALE = "dropped_stale"
+    DROPPED_RUNNING = "dropped_running"
+    """Another worker holds this doorbell: its work is running there now."""
+    DROPPED_STOPPED = "dropped_stopped"
+    DROPPED_UNKNOWN_RUN = "dropped_unknown_run"
+    DROPPED_INVALID = "dropped_invalid"
+    SUPERSEDED = "superseded"
+
+
+class HookOutcome(enum.Enum):
+    """What answering one hook doorbell did."""
+
+    SUCCEEDED = "hook_succeeded"
+    RETRY_SCHEDULED = "hook_retry_scheduled"
+    DROPPED_INVALID = "dropped_invalid"
+    DROPPED_DONE = "dropped_done"
+    DROPPED_RUNNING = "dropped_running"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The outcome of one attempt at a doorbell's work.
+
+    ``attempt`` is 1 for the first attempt and grows with each failure
+    counted in the database. ``error`` is set for a failed attempt: with
+    ``retry`` when another attempt is planned, without when the run was paused.
+    """
+
+    outcome: Outcome | HookOutcome
+    message_id: str | None = None
+    attempt: int = 1
+    error: BaseException | None = None
+    retry: RetryPlan | None = None
