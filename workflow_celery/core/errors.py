@@ -50,3 +50,7 @@ class AwaitTimeout(WorkflowError, TimeoutError):
 
 class SerializationError(WorkflowError):
     """the object cannot be stored as JSON"""
+
+
+class SchemaMissing(WorkflowError):
+    """the database has no workflow-celery schema, or an older one: run `workflow-celery db upgrade`"""

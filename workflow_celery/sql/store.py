@@ -41,10 +41,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
-from ..core.errors import ConfigurationError, RecordNotFound, SerializationError, WorkflowInProgress
+from ..core.errors import ConfigurationError, RecordNotFound, SchemaMissing, SerializationError, WorkflowInProgress
 from ..core.ports import ErrorInfo, HookErrors, Order, OutboxKind, OutboxMessage, StepErrors
 from ..core.record import HistoryEntry, Meta, Record
 from ..core.run_state import IN_PROGRESS_VALUES, RunState
@@ -565,6 +565,19 @@ def _violated_constraint(exc: IntegrityError) -> str | None:
     return None
 
 
+# PostgreSQL's undefined_table and undefined_column; SQLite says it in words.
+_PG_UNDEFINED_SQLSTATES = ("42P01", "42703")
+_SQLITE_UNDEFINED = ("no such table", "no such column", "has no column named")
+
+
+def _schema_missing(exc: DBAPIError) -> bool:
+    """Whether a statement failed because the schema was never created, or is older than this code."""
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate in _PG_UNDEFINED_SQLSTATES
+    return isinstance(exc.orig, sqlite3.OperationalError) and any(s in str(exc.orig) for s in _SQLITE_UNDEFINED)
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -614,14 +627,29 @@ class SQLStore:
         return self._lock if self._shared_connection else nullcontext()
 
     @contextmanager
+    def _schema_checked(self) -> Iterator[None]:
+        # Without this, a store used before `db upgrade` fails with the whole SQL statement in the message.
+        try:
+            yield
+        except DBAPIError as exc:
+            if not _schema_missing(exc):
+                raise
+            detail = " ".join(str(exc.orig).split("\n", 1)[0].split())
+            url = self.engine.url.render_as_string(hide_password=True)
+            raise SchemaMissing(
+                f"the database has no workflow-celery schema, or an older one ({detail}): "
+                f"run `workflow-celery db upgrade --url {url}` (or call store.create_schema())"
+            ) from None
+
+    @contextmanager
     def _statement(self) -> Iterator[Connection]:
-        with self._guard(), self._autocommit.connect() as conn:
+        with self._schema_checked(), self._guard(), self._autocommit.connect() as conn:
             yield conn
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """A SQLite write transaction holding the database lock from its first statement."""
-        with self._guard(), self.engine.connect() as conn:
+        with self._schema_checked(), self._guard(), self.engine.connect() as conn:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
             try:
                 yield conn
