@@ -526,6 +526,40 @@ def test_list_runs_filters(store: RecordStore) -> None:
     assert [r.run_id for r in page] == expect(lambda r: r.workflow_name == "onboarding" and r.status == 1)[::-1][2:5]
 
 
+def test_count_runs_counts_every_page(store: RecordStore) -> None:
+    _populate(store)
+    assert store.count_runs(None) == 53 and len(store.list_runs(None)) == 25
+    assert store.count_runs("onboarding") == 35
+    for kw in [
+        {"status": 2},
+        {"run_state": RunState.RUNNING},
+        {"foreign_id": "customer-1"},
+        {"status": 3, "run_state": RunState.COMPLETED, "foreign_id": "customer-3"},
+    ]:
+        for workflow in (None, "onboarding", "billing"):
+            expected = len(store.list_runs(workflow, limit=100, **kw))
+            assert store.count_runs(workflow, **kw) == expected, (workflow, kw)
+    assert store.count_runs("nobody") == 0
+    assert store.count_runs(None, status=99) == 0
+
+
+def test_runs_are_found_by_run_id_prefix(store: RecordStore) -> None:
+    _populate(store)
+
+    def got(prefix: str, workflow: str | None = None) -> list[str]:
+        return [r.run_id for r in store.list_runs(workflow, run_id_prefix=prefix, limit=100, order="asc")]
+
+    assert got("run-1") == [f"run-{i}" for i in range(10, 20)]
+    assert store.count_runs(None, run_id_prefix="run-1") == 10
+    assert got("run-05") == ["run-05"] and store.count_runs(None, run_id_prefix="run-05") == 1
+    billing = [f"run-{i}" for i in range(10, 20) if i % 3 == 0]
+    assert got("run-1", "billing") == billing and store.count_runs("billing", run_id_prefix="run-1") == len(billing)
+    # The prefix is text, never a pattern.
+    for pattern in ["run-%", "run-_5", "%", "_"]:
+        assert got(pattern) == [] and store.count_runs(None, run_id_prefix=pattern) == 0
+    assert len(got("")) == 53
+
+
 # --------------------------------------------------------------------------- outbox
 
 
@@ -881,6 +915,7 @@ def test_a_store_without_its_schema_says_how_to_create_it(schemaless_url: str) -
             lambda: store.insert_run(r, [msg(r)]),
             lambda: store.lookup("run-1"),
             lambda: store.list_runs(None),
+            lambda: store.count_runs(None),
             lambda: store.claim_due_outbox(T0, limit=5, redeliver_after=MINUTE, max_interval=HOUR),
             lambda: store.record_error("run-1", 1, err(), None),
         ]:
@@ -889,7 +924,7 @@ def test_a_store_without_its_schema_says_how_to_create_it(schemaless_url: str) -
             _assert_says_to_upgrade(missing.value, schemaless_url)
         store.create_schema()
         store.insert_run(r, [msg(r)])
-        assert store.lookup("run-1").run_id == "run-1"
+        assert store.count_runs(None) == 1
     finally:
         store.dispose()
 

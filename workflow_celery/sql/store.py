@@ -35,6 +35,7 @@ from sqlalchemy import (
     delete,
     event,
     exists,
+    func,
     make_url,
     select,
     text,
@@ -578,6 +579,27 @@ def _schema_missing(exc: DBAPIError) -> bool:
     return isinstance(exc.orig, sqlite3.OperationalError) and any(s in str(exc.orig) for s in _SQLITE_UNDEFINED)
 
 
+def _run_filters(
+    workflow_name: str | None,
+    status: int | None,
+    run_state: RunState | None,
+    foreign_id: str | None,
+    run_id_prefix: str | None,
+) -> list[Any]:
+    where: list[Any] = []
+    if workflow_name is not None:
+        where.append(records.c.workflow_name == workflow_name)
+    if status is not None:
+        where.append(records.c.status == int(status))
+    if run_state is not None:
+        where.append(records.c.run_state == int(run_state))
+    if foreign_id is not None:
+        where.append(records.c.foreign_id == foreign_id)
+    if run_id_prefix is not None:
+        where.append(records.c.run_id.startswith(run_id_prefix, autoescape=True))
+    return where
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -795,20 +817,13 @@ class SQLStore:
         status: int | None = None,
         run_state: RunState | None = None,
         foreign_id: str | None = None,
+        run_id_prefix: str | None = None,
         limit: int = 25,
         offset: int = 0,
         order: Order = "desc",
     ) -> list[Record]:
         """Runs matching every given filter, ordered by (created_at, run_id), one page of them."""
-        query = select(records)
-        if workflow_name is not None:
-            query = query.where(records.c.workflow_name == workflow_name)
-        if status is not None:
-            query = query.where(records.c.status == int(status))
-        if run_state is not None:
-            query = query.where(records.c.run_state == int(run_state))
-        if foreign_id is not None:
-            query = query.where(records.c.foreign_id == foreign_id)
+        query = select(records).where(*_run_filters(workflow_name, status, run_state, foreign_id, run_id_prefix))
         if order == "desc":
             query = query.order_by(records.c.created_at.desc(), records.c.run_id.desc())
         else:
@@ -816,6 +831,20 @@ class SQLStore:
         query = query.limit(limit).offset(offset)
         with self._statement() as conn:
             return [_to_record(row) for row in conn.execute(query)]
+
+    def count_runs(
+        self,
+        workflow_name: str | None,
+        *,
+        status: int | None = None,
+        run_state: RunState | None = None,
+        foreign_id: str | None = None,
+        run_id_prefix: str | None = None,
+    ) -> int:
+        """How many runs match every given filter (all of them, whatever a page of ``list_runs`` shows)."""
+        where = _run_filters(workflow_name, status, run_state, foreign_id, run_id_prefix)
+        with self._statement() as conn:
+            return int(conn.execute(select(func.count()).select_from(records).where(*where)).scalar_one())
 
     def history(self, run_id: str) -> list[HistoryEntry]:
         """Every stored version of the run, oldest first (empty for an unknown run)."""
