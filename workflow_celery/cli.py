@@ -41,7 +41,10 @@ def describe(exc: BaseException) -> str:
     from sqlalchemy.exc import DBAPIError
 
     if isinstance(exc, DBAPIError) and exc.orig is not None:
-        text = f"database error: {exc.orig}"
+        # psycopg quotes the statement from a "LINE n:" line on; what comes before is the error.
+        lines = str(exc.orig).splitlines()
+        cut = next((i for i, line in enumerate(lines) if line.startswith("LINE ")), len(lines))
+        text = "database error: " + "\n".join(lines[:cut])
     elif isinstance(exc, (CliError, WorkflowError)):
         text = str(exc)
     else:

@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from examples.order_processing import Order, OrderStatus
 from tests.acceptance.conftest import PG_ADMIN_URL, ROOT
 from tests.acceptance.failapp import OPTIONS, Task
 from tests.acceptance.failapp import builder as fail_builder
 from workflow_celery import InProcessBroker, RunState, SQLStore, Workflow
+from workflow_celery.cli import describe
 
 COMMAND = str(Path(sys.executable).with_name("workflow-celery"))  # the installed console script
 
@@ -332,3 +334,14 @@ def test_a_reader_that_stops_early_is_not_an_error(
     with proc.stderr:
         assert proc.wait(60) == 1
         assert proc.stderr.read() == ""
+
+
+def test_a_database_error_is_described_without_its_statement(pg_database: str) -> None:
+    engine = sa.create_engine(pg_database)
+    try:
+        with pytest.raises(sa.exc.DBAPIError) as failed, engine.connect() as conn:
+            conn.execute(sa.text("SELECT secret_column FROM pg_class WHERE"))
+    finally:
+        engine.dispose()
+    assert "secret_column" in str(failed.value)
+    assert describe(failed.value) == "database error: syntax error at end of input"
