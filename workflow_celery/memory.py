@@ -155,22 +155,45 @@ class MemoryStore:
         status: int | None = None,
         run_state: RunState | None = None,
         foreign_id: str | None = None,
+        run_id_prefix: str | None = None,
         limit: int = 25,
         offset: int = 0,
         order: Order = "desc",
     ) -> list[Record]:
+        rows = self._matching(workflow_name, status, run_state, foreign_id, run_id_prefix)
+        rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=(order == "desc"))
+        return rows[offset : offset + limit]
+
+    def count_runs(
+        self,
+        workflow_name: str | None,
+        *,
+        status: int | None = None,
+        run_state: RunState | None = None,
+        foreign_id: str | None = None,
+        run_id_prefix: str | None = None,
+    ) -> int:
+        return len(self._matching(workflow_name, status, run_state, foreign_id, run_id_prefix))
+
+    def _matching(
+        self,
+        workflow_name: str | None,
+        status: int | None,
+        run_state: RunState | None,
+        foreign_id: str | None,
+        run_id_prefix: str | None,
+    ) -> list[Record]:
         with self._lock:
             rows = [self._records[r] for r in self._order]
-        rows = [
+        return [
             r
             for r in rows
             if (workflow_name is None or r.workflow_name == workflow_name)
             and (status is None or r.status == status)
             and (run_state is None or r.run_state == run_state)
             and (foreign_id is None or r.foreign_id == foreign_id)
+            and (run_id_prefix is None or r.run_id.startswith(run_id_prefix))
         ]
-        rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=(order == "desc"))
-        return rows[offset : offset + limit]
 
     def history(self, run_id: str) -> list[HistoryEntry]:
         with self._lock:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from workflow_celery.core.errors import RecordNotFound, WorkflowInProgress
+from workflow_celery.core.errors import RecordNotFound, SchemaMissing, WorkflowInProgress
 from workflow_celery.core.ports import ErrorInfo, OutboxKind, OutboxMessage, RecordStore
 from workflow_celery.core.record import Meta, Record
 from workflow_celery.core.run_state import RunState
@@ -526,6 +526,40 @@ def test_list_runs_filters(store: RecordStore) -> None:
     assert [r.run_id for r in page] == expect(lambda r: r.workflow_name == "onboarding" and r.status == 1)[::-1][2:5]
 
 
+def test_count_runs_counts_every_page(store: RecordStore) -> None:
+    _populate(store)
+    assert store.count_runs(None) == 53 and len(store.list_runs(None)) == 25
+    assert store.count_runs("onboarding") == 35
+    for kw in [
+        {"status": 2},
+        {"run_state": RunState.RUNNING},
+        {"foreign_id": "customer-1"},
+        {"status": 3, "run_state": RunState.COMPLETED, "foreign_id": "customer-3"},
+    ]:
+        for workflow in (None, "onboarding", "billing"):
+            expected = len(store.list_runs(workflow, limit=100, **kw))
+            assert store.count_runs(workflow, **kw) == expected, (workflow, kw)
+    assert store.count_runs("nobody") == 0
+    assert store.count_runs(None, status=99) == 0
+
+
+def test_runs_are_found_by_run_id_prefix(store: RecordStore) -> None:
+    _populate(store)
+
+    def got(prefix: str, workflow: str | None = None) -> list[str]:
+        return [r.run_id for r in store.list_runs(workflow, run_id_prefix=prefix, limit=100, order="asc")]
+
+    assert got("run-1") == [f"run-{i}" for i in range(10, 20)]
+    assert store.count_runs(None, run_id_prefix="run-1") == 10
+    assert got("run-05") == ["run-05"] and store.count_runs(None, run_id_prefix="run-05") == 1
+    billing = [f"run-{i}" for i in range(10, 20) if i % 3 == 0]
+    assert got("run-1", "billing") == billing and store.count_runs("billing", run_id_prefix="run-1") == len(billing)
+    # The prefix is text, never a pattern.
+    for pattern in ["run-%", "run-_5", "%", "_"]:
+        assert got(pattern) == [] and store.count_runs(None, run_id_prefix=pattern) == 0
+    assert len(got("")) == 53
+
+
 # --------------------------------------------------------------------------- outbox
 
 
@@ -994,6 +1028,75 @@ def test_in_memory_sqlite_is_shared_across_threads(url: str) -> None:
         assert len(store.list_runs(None, limit=100)) == 8
     finally:
         store.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def schemaless_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A database that exists but on which the schema was never created."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.db'}"
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    return server.create_database("wfc_schemaless")
+
+
+def _assert_says_to_upgrade(exc: SchemaMissing, url: str) -> None:
+    message = str(exc)
+    assert "\n" not in message and len(message) < 300, message
+    assert f"run `workflow-celery db upgrade --url {sa.make_url(url).render_as_string()}`" in message
+    assert "SELECT" not in message and "INSERT" not in message
+    assert exc.__cause__ is None and exc.__suppress_context__
+
+
+@pytest.mark.integration
+def test_a_store_without_its_schema_says_how_to_create_it(schemaless_url: str) -> None:
+    store = SQLStore(schemaless_url)
+    try:
+        r = rec()
+        for call in [
+            lambda: store.insert_run(r, [msg(r)]),
+            lambda: store.lookup("run-1"),
+            lambda: store.list_runs(None),
+            lambda: store.count_runs(None),
+            lambda: store.claim_due_outbox(T0, limit=5, redeliver_after=MINUTE, max_interval=HOUR),
+            lambda: store.record_error("run-1", 1, err()),
+        ]:
+            with pytest.raises(SchemaMissing) as missing:
+                call()
+            _assert_says_to_upgrade(missing.value, schemaless_url)
+        store.create_schema()
+        store.insert_run(r, [msg(r)])
+        assert store.count_runs(None) == 1
+    finally:
+        store.dispose()
+
+
+@pytest.mark.integration
+def test_a_store_on_an_older_schema_says_how_to_upgrade(schemaless_url: str) -> None:
+    store = SQLStore(schemaless_url)
+    try:
+        store.create_schema()
+        with store.engine.begin() as conn:  # as if the code were newer than the last upgrade
+            conn.execute(sa.text("DROP TABLE workflow_step_slots"))
+            conn.execute(sa.text("ALTER TABLE workflow_outbox DROP COLUMN attempts"))
+        with pytest.raises(SchemaMissing) as missing:
+            store.acquire_slot("onboarding", 1, 2, "h1", T0, T0 + MINUTE)
+        _assert_says_to_upgrade(missing.value, schemaless_url)
+        with pytest.raises(SchemaMissing) as missing:
+            store.outbox()
+        _assert_says_to_upgrade(missing.value, schemaless_url)
+        with pytest.raises(RecordNotFound):  # what the schema still has keeps working
+            store.lookup("run-1")
+    finally:
+        store.dispose()
+
+
+@pytest.mark.integration
+def test_other_database_errors_are_not_mistaken_for_a_missing_schema(sql_backend: Backend) -> None:
+    store = sql_backend.store
+    assert isinstance(store, SQLStore)
+    with pytest.raises(sa.exc.DBAPIError) as failed, store._statement() as conn:
+        conn.execute(sa.text("SELECT * FROM workflow_records WHERE"))
+    assert not isinstance(failed.value, SchemaMissing)
 
 
 @pytest.mark.integration

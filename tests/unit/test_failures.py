@@ -382,26 +382,6 @@ def test_a_step_longer_than_redeliver_after_runs_once() -> None:
     assert len(calls) == 1  # the lease kept the relay from ringing the running step's doorbell again
 
 
-def test_delete_data_needs_a_replacement_for_types_with_required_fields() -> None:
-    from dataclasses import dataclass as dc
-
-    from workflow_celery import ConfigurationError
-
-    @dc
-    class Strict:
-        name: str
-
-    b = Builder("strict", Strict, Status)
-    b.add_step(Status.START, lambda run: Status.END, Status.END)
-    broker, store = InProcessBroker(), MemoryStore()
-    wf = b.build(broker, store)
-    run_id = wf.trigger("s-1", initial_value=Strict(name="Ada"))
-    broker.drain()
-    with pytest.raises(ConfigurationError, match="custom_delete"):
-        wf.delete_data(run_id)
-    assert wf.lookup(run_id).run_state == RunState.COMPLETED
-
-
 def test_step_options_have_types_checked() -> None:
     from workflow_celery import ConfigurationError
 

@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from .answer import Answer, HookOutcome, Outcome
 from .codec import ObjectCodec
 from .definition import Definition, StepSpec
-from .errors import AttemptAbandoned, ConfigurationError, InvalidTransition, WorkflowError
+from .errors import AttemptAbandoned, InvalidTransition, WorkflowError
 from .failure import backoff, capture_error, pause_reason, plan_retry
 from .hooks import HookRunner, NoMetrics, hook_doorbells
 from .messages import Action, Doorbells, Message, doorbell, parse_message
@@ -457,23 +457,16 @@ class Engine(Generic[T, S]):
         return Outcome.DATA_DELETED
 
     def check_deletable(self) -> None:
-        """Refuse a deletion that would leave an object the workflow can no longer read."""
+        """Refuse, at build time, an object type whose deleted runs could not be read back."""
         if self.custom_delete is None:
-            try:
-                self.codec.default()
-            except ConfigurationError:
-                raise ConfigurationError(
-                    f"cannot delete data: {self.definition.object_type.__name__} has required fields, so there is "
-                    "no default value to replace it with; pass custom_delete=fn to build()",
-                    workflow=self.definition.name,
-                ) from None
+            self.codec.zero()
 
     def _deleted_object(self, record: Record) -> bytes:
         if self.custom_delete is not None:
             obj = self.codec.decode(record.object, run_id=record.run_id)
             result = self.custom_delete(obj)
             return self.codec.encode(obj if result is None else result, run_id=record.run_id)
-        return self.codec.encode(self.codec.default(), run_id=record.run_id)
+        return self.codec.encode(self.codec.zero(), run_id=record.run_id)
 
     def apply_result(
         self,

@@ -56,3 +56,7 @@ class SerializationError(WorkflowError):
 class AttemptAbandoned(WorkflowError):
     """the attempt ended without recording its outcome: the process running it died (killed, out of memory, a hard
     time limit) or lost the database"""
+
+
+class SchemaMissing(WorkflowError):
+    """the database has no workflow-celery schema, or an older one: run `workflow-celery db upgrade`"""

@@ -178,11 +178,24 @@ class RecordStore(Protocol):
         status: int | None = None,
         run_state: RunState | None = None,
         foreign_id: str | None = None,
+        run_id_prefix: str | None = None,
         limit: int = 25,
         offset: int = 0,
         order: Order = "desc",
     ) -> list[Record]:
-        """Runs ordered by creation time (then run id)."""
+        """Runs ordered by creation time (then run id); ``run_id_prefix`` matches the start of the run id."""
+        ...
+
+    def count_runs(
+        self,
+        workflow_name: str | None,
+        *,
+        status: int | None = None,
+        run_state: RunState | None = None,
+        foreign_id: str | None = None,
+        run_id_prefix: str | None = None,
+    ) -> int:
+        """How many runs match the filters of ``list_runs`` (every page, not one)."""
         ...
 
     def history(self, run_id: str) -> list[HistoryEntry]:

@@ -64,6 +64,7 @@ class Workflow(Generic[T, S]):
         self.clock = clock
         self.options = options
         self.engine: Engine[T, S] = Engine(definition, store, dispatcher, clock, options)
+        self.engine.check_deletable()
         starting = definition.graph.starting_nodes()
         self.default_start: S = definition.status(starting[0])
 
@@ -266,7 +267,6 @@ class Workflow(Generic[T, S]):
         run moves to ``REQUESTED_DATA_DELETED`` now and to ``DATA_DELETED`` once a
         worker consuming ``{workflow}.data-deletion`` has scrubbed it.
         """
-        self.engine.check_deletable()
         self._change_run_state(run_id, RunState.REQUESTED_DATA_DELETED, reason)
 
     def _change_run_state(self, run_id: str, target: RunState, reason: str) -> None:

@@ -46,10 +46,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
-from ..core.errors import ConfigurationError, RecordNotFound, SerializationError, WorkflowInProgress
+from ..core.errors import ConfigurationError, RecordNotFound, SchemaMissing, SerializationError, WorkflowInProgress
 from ..core.ports import Claim, ErrorInfo, HookErrors, Order, OutboxKind, OutboxMessage, StepErrors
 from ..core.record import HistoryEntry, Meta, Record
 from ..core.run_state import IN_PROGRESS_VALUES, RunState
@@ -720,6 +720,40 @@ def _violated_constraint(exc: IntegrityError) -> str | None:
     return None
 
 
+# PostgreSQL's undefined_table and undefined_column; SQLite says it in words.
+_PG_UNDEFINED_SQLSTATES = ("42P01", "42703")
+_SQLITE_UNDEFINED = ("no such table", "no such column", "has no column named")
+
+
+def _schema_missing(exc: DBAPIError) -> bool:
+    """Whether a statement failed because the schema was never created, or is older than this code."""
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate in _PG_UNDEFINED_SQLSTATES
+    return isinstance(exc.orig, sqlite3.OperationalError) and any(s in str(exc.orig) for s in _SQLITE_UNDEFINED)
+
+
+def _run_filters(
+    workflow_name: str | None,
+    status: int | None,
+    run_state: RunState | None,
+    foreign_id: str | None,
+    run_id_prefix: str | None,
+) -> list[Any]:
+    where: list[Any] = []
+    if workflow_name is not None:
+        where.append(records.c.workflow_name == workflow_name)
+    if status is not None:
+        where.append(records.c.status == int(status))
+    if run_state is not None:
+        where.append(records.c.run_state == int(run_state))
+    if foreign_id is not None:
+        where.append(records.c.foreign_id == foreign_id)
+    if run_id_prefix is not None:
+        where.append(records.c.run_id.startswith(run_id_prefix, autoescape=True))
+    return where
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -769,14 +803,29 @@ class SQLStore:
         return self._lock if self._shared_connection else nullcontext()
 
     @contextmanager
+    def _schema_checked(self) -> Iterator[None]:
+        # Without this, a store used before `db upgrade` fails with the whole SQL statement in the message.
+        try:
+            yield
+        except DBAPIError as exc:
+            if not _schema_missing(exc):
+                raise
+            detail = " ".join(str(exc.orig).split("\n", 1)[0].split())
+            url = self.engine.url.render_as_string(hide_password=True)
+            raise SchemaMissing(
+                f"the database has no workflow-celery schema, or an older one ({detail}): "
+                f"run `workflow-celery db upgrade --url {url}` (or call store.create_schema())"
+            ) from None
+
+    @contextmanager
     def _statement(self) -> Iterator[Connection]:
-        with self._guard(), self._autocommit.connect() as conn:
+        with self._schema_checked(), self._guard(), self._autocommit.connect() as conn:
             yield conn
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """A SQLite write transaction holding the database lock from its first statement."""
-        with self._guard(), self.engine.connect() as conn:
+        with self._schema_checked(), self._guard(), self.engine.connect() as conn:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -922,20 +971,13 @@ class SQLStore:
         status: int | None = None,
         run_state: RunState | None = None,
         foreign_id: str | None = None,
+        run_id_prefix: str | None = None,
         limit: int = 25,
         offset: int = 0,
         order: Order = "desc",
     ) -> list[Record]:
         """Runs matching every given filter, ordered by (created_at, run_id), one page of them."""
-        query = select(records)
-        if workflow_name is not None:
-            query = query.where(records.c.workflow_name == workflow_name)
-        if status is not None:
-            query = query.where(records.c.status == int(status))
-        if run_state is not None:
-            query = query.where(records.c.run_state == int(run_state))
-        if foreign_id is not None:
-            query = query.where(records.c.foreign_id == foreign_id)
+        query = select(records).where(*_run_filters(workflow_name, status, run_state, foreign_id, run_id_prefix))
         if order == "desc":
             query = query.order_by(records.c.created_at.desc(), records.c.run_id.desc())
         else:
@@ -943,6 +985,20 @@ class SQLStore:
         query = query.limit(limit).offset(offset)
         with self._statement() as conn:
             return [_to_record(row) for row in conn.execute(query)]
+
+    def count_runs(
+        self,
+        workflow_name: str | None,
+        *,
+        status: int | None = None,
+        run_state: RunState | None = None,
+        foreign_id: str | None = None,
+        run_id_prefix: str | None = None,
+    ) -> int:
+        """How many runs match every given filter (all of them, whatever a page of ``list_runs`` shows)."""
+        where = _run_filters(workflow_name, status, run_state, foreign_id, run_id_prefix)
+        with self._statement() as conn:
+            return int(conn.execute(select(func.count()).select_from(records).where(*where)).scalar_one())
 
     def history(self, run_id: str) -> list[HistoryEntry]:
         """Every stored version of the run, oldest first (empty for an unknown run)."""
