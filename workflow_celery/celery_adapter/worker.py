@@ -1,0 +1,155 @@
+"""What a ``celery worker`` of an app with workflows does besides running tasks.
+
+Patterns in ``-Q`` are expanded against the workflows' queues, the time
+limits are checked against the broker's redelivery, the outbox relay and the
+claims keeper run in the main process, and a pool process that dies has its
+claim expired at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from celery import Celery, bootsteps, signals
+from celery.exceptions import ImproperlyConfigured, TimeLimitExceeded, WorkerLostError
+from celery.worker import state as worker_state
+
+from ..core.claims import ClaimKeeper
+from ..core.errors import ConfigurationError
+from ..core.maintenance import Maintenance
+from ..core.messages import message_id_of
+from .queues import expand_queue_patterns
+from .registry import all_queues, registry, workflow_of_task
+
+METRICS_PORT_ENV = "WORKFLOW_CELERY_METRICS_PORT"
+
+log = logging.getLogger(__name__)
+
+
+def install_worker_support(app: Celery) -> None:
+    """Hook the workers of ``app`` (once per app): queue patterns, time-limit check, relay, lost processes."""
+
+    def on_celeryd_init(sender: Any = None, instance: Any = None, **_: Any) -> None:
+        if instance is None or getattr(instance, "app", None) is not app:
+            return
+        worker_app: Celery = instance.app
+        original = instance.setup_queues
+
+        def setup_queues(include: Any, exclude: Any = None) -> Any:
+            # Raised here, not in the signal handler: Celery logs and ignores a signal handler's exception.
+            check_time_limits(worker_app)
+            known = all_queues(app)
+            queues = worker_app.amqp.queues
+            for name in known:
+                # Declared exactly as a publisher's router creates them, so bindings match.
+                if name not in queues:
+                    queues.add(queues.new_missing(name))
+            requested = _as_list(include)
+            if requested:
+                try:
+                    include = expand_queue_patterns(requested, known)
+                except ConfigurationError as exc:
+                    raise ImproperlyConfigured(str(exc)) from exc
+                log.info("workflow-celery: consuming queues %s", ", ".join(include))
+            return original(include, exclude)
+
+        instance.setup_queues = setup_queues
+
+    def on_task_failure(sender: Any = None, exception: Any = None, kwargs: Any = None, **_: Any) -> None:
+        # Sent in the worker's main process when a pool process died running the task, or was killed at the
+        # hard time limit. Expire its claim now, so the relay rings the doorbell within a tick and the next
+        # attempt counts this one, instead of waiting for the claim to run out.
+        if not isinstance(exception, WorkerLostError | TimeLimitExceeded):
+            return
+        wf = workflow_of_task(app, getattr(sender, "name", None))
+        message_id = message_id_of(kwargs)
+        if wf is None or message_id is None:
+            return
+        try:
+            wf.store.abandon_claim(message_id, wf.clock.now())
+        except Exception:
+            log.warning("could not release the claim of %s; it expires on its own", message_id, exc_info=True)
+
+    signals.celeryd_init.connect(on_celeryd_init, weak=False)
+    signals.task_failure.connect(on_task_failure, weak=False)
+    app.steps["worker"].add(RelayStep)
+
+
+def check_time_limits(app: Celery) -> None:
+    """Refuse to start when Redis would hand a running step to a second worker.
+
+    With Redis (and SQS) an unacknowledged message is delivered again after
+    ``visibility_timeout``; a step allowed to run longer than that would run
+    twice at the same time. Doorbell leases cover our own relay, not that.
+    """
+    url = str(app.conf.broker_url or "")
+    if not url.startswith(("redis", "rediss", "sqs")):
+        return
+    visibility = (app.conf.broker_transport_options or {}).get("visibility_timeout", 3600)
+    limit = app.conf.task_time_limit
+    countdown = max((wf.options.max_retry_countdown.total_seconds() for wf in registry(app).values()), default=0.0)
+    if limit is None:
+        log.warning(
+            "task_time_limit is not set: a step running longer than the broker's visibility_timeout (%ss) "
+            "would be delivered to a second worker while it runs",
+            visibility,
+        )
+    elif limit + countdown >= visibility:
+        raise ImproperlyConfigured(
+            f"task_time_limit ({limit}s) plus max_retry_countdown ({countdown:g}s) must be shorter than "
+            f"broker_transport_options['visibility_timeout'] ({visibility}s): a retry waits unacknowledged in a "
+            "worker for its countdown, then runs, and the broker would deliver it to a second worker"
+        )
+
+
+def _as_list(value: Any) -> list[str]:
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [v for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def running_tasks() -> list[tuple[str, Any]]:
+    """``(task name, kwargs)`` of every task this worker's pool is running now (read in the main process)."""
+    return [(request.name, request.kwargs) for request in list(worker_state.active_requests)]
+
+
+class RelayStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Runs the outbox relay and renews the claims of running tasks, in the worker's main process.
+
+    Every worker runs both; it is safe to run many. The claims are renewed
+    from the main process because a pool process busy in C code holding the
+    GIL could not renew its own.
+    """
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._claims: ClaimKeeper | None = None
+        self._app: Celery = worker.app
+
+    def start(self, worker: Any) -> None:
+        workflows = list(registry(self._app).values())
+        if workflows:
+            self._thread, self._stop = Maintenance(workflows).start_thread("workflow-celery-relay")
+            self._claims = ClaimKeeper(workflows, running_tasks).start()
+        port = os.environ.get(METRICS_PORT_ENV)
+        if port:
+            from ..metrics import serve
+
+            serve(int(port), os.environ.get("WORKFLOW_CELERY_METRICS_ADDR", "127.0.0.1"))
+
+    def stop(self, worker: Any) -> None:
+        # The claims keep being renewed: a warm shutdown stops this step before the pool has finished the
+        # tasks it is running, and their claims must outlive them. The thread ends with the process.
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    shutdown = stop
