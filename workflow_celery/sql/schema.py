@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -129,6 +130,7 @@ outbox = Table(
     Column("retries", Integer, nullable=False, server_default="0"),
     Column("claimed_by", Text, nullable=True),
     Column("claimed_until", UTCDateTime, nullable=True),
+    Column("abandoned", Boolean, nullable=False, server_default=text("false")),
     PrimaryKeyConstraint("id", name="pk_workflow_outbox"),
 )
 

@@ -117,6 +117,15 @@ def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
             cursor.close()
 
 
+def _asynchronous_commit(dbapi_connection: Any, _record: Any) -> None:
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    try:
+        dbapi_connection.execute("SET synchronous_commit TO off")
+    finally:
+        dbapi_connection.autocommit = autocommit
+
+
 def _enable_wal(cursor: Any) -> None:
     # WAL is a property of the file: once set it stays. Switching needs an
     # exclusive lock, and SQLite reports "database is locked" at once (without
@@ -254,38 +263,38 @@ ON CONFLICT (id) DO NOTHING
 
 _PG_DELETE_OUTBOX = text("DELETE FROM workflow_outbox WHERE id = ANY(CAST(:ids AS text[]))")
 
-# One round trip answers "may I run this doorbell's work?": the run, the row
-# (locked, so two claimers are served one after the other and the second sees
-# the first's claim), the claim itself, and the failures counted so far.
-# ``previous_holder`` comes from the locked row: a holder there whose claim
-# expired never let go, so its attempt died.
-_PG_CLAIM = text(f"""
+# One round trip answers "may I run this doorbell's work?": the run, the row,
+# the claim itself, and the failures counted so far. The UPDATE takes the
+# row's lock, and a concurrent claimer waits for it and re-checks the WHERE on
+# the row as the first left it, so at most one gets the claim. ``abandoned`` is
+# computed from the row being replaced: a holder there whose claim expired
+# never let go, so its attempt died. When nothing is claimed, the row is read
+# as it was when the statement began, which is all a loser needs to know.
+_PG_CLAIM = text("""
 WITH r AS (
     SELECT * FROM workflow_records WHERE run_id = :run_id
-), prev AS (
-    SELECT {_OUTBOX_COLUMNS}, claimed_by, claimed_until FROM workflow_outbox WHERE id = :id FOR UPDATE
 ), c AS (
-    UPDATE workflow_outbox AS o SET claimed_by = :token, claimed_until = :until
-    FROM prev
-    WHERE o.id = prev.id
-      AND (prev.claimed_until IS NULL OR prev.claimed_until <= :now)
-      AND (CAST(:attempt AS integer) IS NULL OR prev.retries + 1 = CAST(:attempt AS integer))
+    UPDATE workflow_outbox AS o
+    SET claimed_by = :token, claimed_until = :until, abandoned = (o.claimed_by IS NOT NULL)
+    WHERE o.id = :id
+      AND (o.claimed_until IS NULL OR o.claimed_until <= :now)
+      AND (CAST(:attempt AS integer) IS NULL OR o.retries + 1 = CAST(:attempt AS integer))
       AND (CAST(:version AS integer) IS NULL
            OR EXISTS (SELECT 1 FROM r WHERE r.version = CAST(:version AS integer)))
-    RETURNING o.id
+    RETURNING o.id, o.retries, o.abandoned
 )
 SELECT r.run_id, r.workflow_name, r.foreign_id, r.run_state, r.status, r.object, r.created_at, r.updated_at,
        r.version, r.run_state_reason, r.status_description, r.trace_origin,
-       prev.id AS o_id, prev.workflow_name AS o_workflow_name, prev.run_id AS o_run_id, prev.kind AS o_kind,
-       prev.queue AS o_queue, prev.task AS o_task, prev.body AS o_body, prev.created_at AS o_created_at,
-       prev.due_at AS o_due_at, prev.attempts AS o_attempts, prev.retries AS o_retries,
-       prev.claimed_until AS o_claimed_until, prev.claimed_by AS o_claimed_by,
-       c.id IS NOT NULL AS claimed,
+       o.id AS o_id, o.workflow_name AS o_workflow_name, o.run_id AS o_run_id, o.kind AS o_kind,
+       o.queue AS o_queue, o.task AS o_task, o.body AS o_body, o.created_at AS o_created_at,
+       o.due_at AS o_due_at, o.attempts AS o_attempts, COALESCE(c.retries, o.retries) AS o_retries,
+       o.claimed_until AS o_claimed_until,
+       c.id IS NOT NULL AS claimed, COALESCE(c.abandoned, FALSE) AS abandoned,
        (SELECT e.count FROM workflow_step_errors e WHERE e.run_id = :run_id AND e.status = r.status) AS step_failures,
        (SELECT h.count FROM workflow_hook_errors h WHERE h.message_id = :id) AS hook_failures
 FROM (SELECT 1) AS one
 LEFT JOIN r ON TRUE
-LEFT JOIN prev ON TRUE
+LEFT JOIN workflow_outbox AS o ON o.id = :id
 LEFT JOIN c ON TRUE
 """)
 
@@ -692,7 +701,7 @@ def claim_from_row(m: Mapping[Any, Any], until: datetime) -> Claim:
     doorbell = _message_from(m, "o_") if m["o_id"] is not None else None
     if doorbell is not None and claimed:
         doorbell = replace(doorbell, claimed_until=until)
-    abandoned = claimed and m["o_claimed_by"] is not None
+    abandoned = claimed and bool(m["abandoned"])
     hook = doorbell is not None and doorbell.kind == "hook"
     failures = (m["hook_failures"] if hook else m["step_failures"]) or 0
     return Claim(record=record, doorbell=doorbell, claimed=claimed, abandoned=abandoned, failures=failures)
@@ -775,6 +784,15 @@ class SQLStore:
         self._autocommit: Engine = (
             self.engine.execution_options(isolation_level="AUTOCOMMIT") if self._pg else self.engine
         )
+        # Claims only coordinate workers while the server is up: one lost with a crash of the server
+        # lets an attempt run twice, and the compare-and-set still commits it once. So they are
+        # written on connections of their own that do not wait for the WAL flush, which is most of
+        # what taking a claim would otherwise cost.
+        self._claims: Engine = self._autocommit
+        if self._pg:
+            pool = self.engine.pool.recreate()
+            event.listen(pool, "connect", _asynchronous_commit)
+            self._claims = create_engine(self.engine.url, pool=pool, isolation_level="AUTOCOMMIT")
         # One shared in-memory connection cannot hold two transactions at once.
         self._shared_connection = isinstance(self.engine.pool, StaticPool)
         self._lock = threading.RLock()
@@ -793,10 +811,14 @@ class SQLStore:
     def dispose(self) -> None:
         """Close every pooled connection; the store reconnects on its next call."""
         self.engine.dispose()
+        if self._claims is not self._autocommit:
+            self._claims.dispose()
 
     def _after_fork(self) -> None:
         # close=False: the parent still owns those sockets.
         self.engine.dispose(close=False)
+        if self._claims is not self._autocommit:
+            self._claims.dispose(close=False)
         self._lock = threading.RLock()
 
     def _guard(self) -> AbstractContextManager[Any]:
@@ -820,6 +842,12 @@ class SQLStore:
     @contextmanager
     def _statement(self) -> Iterator[Connection]:
         with self._schema_checked(), self._guard(), self._autocommit.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _claim_statement(self) -> Iterator[Connection]:
+        """A statement about claims: on PostgreSQL, committed without waiting for the WAL flush."""
+        with self._schema_checked(), self._guard(), self._claims.connect() as conn:
             yield conn
 
     @contextmanager
@@ -1117,7 +1145,7 @@ class SQLStore:
                 "now": now,
                 "until": until,
             }
-            with self._statement() as conn:
+            with self._claim_statement() as conn:
                 row = conn.execute(_PG_CLAIM, params).one()
             return claim_from_row(row._mapping, until)
         with self._write() as conn:
@@ -1151,7 +1179,7 @@ class SQLStore:
         if not message_ids:
             return
         if self._pg:
-            with self._statement() as conn:
+            with self._claim_statement() as conn:
                 conn.execute(_PG_RENEW_CLAIMS, {"ids": list(message_ids), "until": to_utc(until)})
             return
         with self._write() as conn:
@@ -1162,12 +1190,13 @@ class SQLStore:
     def release_claim(self, message_id: str, token: str, *, due_at: datetime | None = None) -> bool:
         """Let go of the claim ``token`` holds on the doorbell (ringing it again at ``due_at`` if given)."""
         params = {"b_id": message_id, "b_token": token, "b_due_at": due_at}
-        with self._statement() if self._pg else self._write() as conn:
+        with self._claim_statement() if self._pg else self._write() as conn:
             return bool(conn.execute(_RELEASE_CLAIM, params).rowcount)
 
     def abandon_claim(self, message_id: str, now: datetime) -> None:
         """Expire the claim on a doorbell whose holder died, and make it due at ``now``."""
-        self._write_one(_ABANDON_CLAIM, {"b_id": message_id, "b_now": now})
+        with self._claim_statement() if self._pg else self._write() as conn:
+            conn.execute(_ABANDON_CLAIM, {"b_id": message_id, "b_now": now})
 
     def replace_doorbell(self, message_id: str, token: str, messages: Sequence[OutboxMessage]) -> bool:
         """Swap the doorbell ``token`` holds for ``messages`` in one transaction; False if it is not held."""

@@ -1,7 +1,8 @@
 """Doorbell claims: one attempt at a time, and every attempt counted.
 
 A worker claims a doorbell (``claimed_by``, ``claimed_until``) before running
-its work; ``retries`` is how many attempts at that work have failed.
+its work; ``abandoned`` says whether the claim it replaced was never released;
+``retries`` is how many attempts at that work have failed.
 
 Revision ID: 0003
 Revises: 0002
@@ -26,10 +27,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("retries", sa.Integer(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("claimed_by", sa.Text(), nullable=True))
         batch.add_column(sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("abandoned", sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("workflow_outbox") as batch:
+        batch.drop_column("abandoned")
         batch.drop_column("claimed_until")
         batch.drop_column("claimed_by")
         batch.drop_column("retries")
