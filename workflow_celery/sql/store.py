@@ -1268,12 +1268,24 @@ class SQLStore:
     ) -> int | None:
         """Count a failed attempt while ``token`` holds the doorbell; see ``RecordStore.record_failure``."""
         params: dict[str, Any] = {"run_id": run_id, "status": int(status), **_error_params(error)}
+        return self._count_failure(_PG_RECORD_FAILURE, _SQ_RECORD_ERROR, params, message_id, token, due_at, retries)
+
+    def _count_failure(
+        self,
+        pg_statement: Executable,
+        sqlite_statement: Executable,
+        params: dict[str, Any],
+        message_id: str,
+        token: str,
+        due_at: datetime | None,
+        retries: int,
+    ) -> int | None:
+        """Release ``token``'s claim and count a failure in one transaction; None when the claim is not held."""
         if self._pg:
-            params.update(
-                id=message_id, token=token, retries=retries, due_at=None if due_at is None else to_utc(due_at)
-            )
+            due = None if due_at is None else to_utc(due_at)
+            params = {**params, "id": message_id, "token": token, "retries": retries, "due_at": due}
             with self._statement() as conn:
-                count = conn.execute(_PG_RECORD_FAILURE, params).scalar_one_or_none()
+                count = conn.execute(pg_statement, params).scalar_one_or_none()
             return None if count is None else int(count)
         with self._write() as conn:
             released = conn.execute(
@@ -1281,7 +1293,8 @@ class SQLStore:
             ).first()
             if released is None:
                 return None
-            return int(conn.execute(_SQ_RECORD_ERROR, params).scalar_one())
+            params = {"message_id": message_id, "run_id": released.run_id, **params}
+            return int(conn.execute(sqlite_statement, params).scalar_one())
 
     def record_error(self, run_id: str, status: int, error: ErrorInfo) -> int:
         """Count a failed attempt at ``status`` that had no doorbell; return the new count."""
@@ -1311,19 +1324,9 @@ class SQLStore:
     ) -> int | None:
         """Count a failed hook execution while ``token`` holds its doorbell, and ring it again at ``due_at``."""
         params: dict[str, Any] = {"hook": storable_text(hook, limit=MAX_NAME_LENGTH), **_error_params(error)}
-        if self._pg:
-            params.update(id=message_id, token=token, retries=retries, due_at=to_utc(due_at))
-            with self._statement() as conn:
-                count = conn.execute(_PG_RECORD_HOOK_FAILURE, params).scalar_one_or_none()
-            return None if count is None else int(count)
-        with self._write() as conn:
-            released = conn.execute(
-                _SQ_RELEASE_FAILED, {"b_id": message_id, "b_token": token, "b_retries": retries, "b_due_at": due_at}
-            ).first()
-            if released is None:
-                return None
-            params.update(message_id=message_id, run_id=released.run_id)
-            return int(conn.execute(_SQ_RECORD_HOOK_ERROR, params).scalar_one())
+        return self._count_failure(
+            _PG_RECORD_HOOK_FAILURE, _SQ_RECORD_HOOK_ERROR, params, message_id, token, due_at, retries
+        )
 
     def hook_errors(self, run_id: str) -> list[HookErrors]:
         """Failure counters of the run's hook executions, by message id."""
