@@ -1,5 +1,6 @@
 """``workflow-celery``: schema migrations and operator commands on runs.
 
+workflow-celery -A shop db upgrade              # the database of the app's store
 workflow-celery db upgrade --url postgresql+psycopg://localhost/shop
 workflow-celery -A examples.orders runs list --run-state paused
 workflow-celery -A examples.orders runs show RUN_ID            # or a unique prefix of it
@@ -20,12 +21,15 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .core.errors import RecordNotFound, WorkflowError
 from .core.record import Record
 from .core.run_state import RunState
 from .core.workflow import Workflow
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 APP_ENV = "WORKFLOW_CELERY_APP"
 URL_ENV = "WORKFLOW_CELERY_DATABASE_URL"
@@ -305,27 +309,51 @@ def cmd_queues(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
+    """Migrate ``--url``; else the stores of the ``-A`` app's workflows; else ``$WORKFLOW_CELERY_DATABASE_URL``."""
     from sqlalchemy import make_url
     from sqlalchemy.exc import ArgumentError, DBAPIError
 
     from .sql.migrate import current, upgrade
 
-    url = args.url or os.environ.get(URL_ENV)
-    if not url:
-        raise CliError(f"give --url or set {URL_ENV}")
-    try:
-        shown = make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        raise CliError(f"not a database URL: {url!r} (e.g. postgresql+psycopg://host/dbname)") from None
-    try:
-        if args.db_command == "upgrade":
-            upgrade(url)
-            print(f"schema is at revision {current(url)}")
-        else:
-            print(current(url) or "(no schema)")
-    except DBAPIError as exc:
-        raise CliError(f"{describe(exc)} ({shown})") from exc
+    targets: list[Engine | str] = []
+    if args.url:
+        targets = [args.url]
+    elif args.app:
+        targets = [*_app_engines(find_workflows(args.app))]
+    elif os.environ.get(URL_ENV):
+        targets = [os.environ[URL_ENV]]
+    else:
+        raise CliError(f"give -A APP (its workflows' store), --url, or set {URL_ENV}")
+    for target in targets:
+        try:
+            shown = make_url(target if isinstance(target, str) else target.url).render_as_string(hide_password=True)
+        except ArgumentError:
+            raise CliError(f"not a database URL: {target!r} (e.g. postgresql+psycopg://host/dbname)") from None
+        # Several stores: say which database each line is about.
+        where = f"{shown}: " if len(targets) > 1 else ""
+        try:
+            if args.db_command == "upgrade":
+                upgrade(target)
+                print(f"{where}schema is at revision {current(target)}")
+            else:
+                print(f"{where}{current(target) or '(no schema)'}")
+        except DBAPIError as exc:
+            raise CliError(f"{describe(exc)} ({shown})") from exc
     return 0
+
+
+def _app_engines(workflows: dict[str, Workflow[Any, Any]]) -> list[Engine]:
+    """The engine of each SQL store the workflows use, once each, in workflow-name order."""
+    from .sql import SQLStore
+
+    engines: dict[int, Engine] = {}
+    for _, wf in sorted(workflows.items()):
+        if isinstance(wf.store, SQLStore):
+            engines.setdefault(id(wf.store.engine), wf.store.engine)
+    if not engines:
+        names = ", ".join(sorted(workflows))
+        raise CliError(f"the app's workflows ({names}) keep their runs in no SQL store: give --url")
+    return list(engines.values())
 
 
 class _Parser(argparse.ArgumentParser):
@@ -366,9 +394,9 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    db = sub.add_parser("db", help="create or upgrade the schema")
+    db = sub.add_parser("db", help="create or upgrade the schema of the app's store (or of --url)")
     db.add_argument("db_command", choices=["upgrade", "current"])
-    db.add_argument("--url", help=f"SQLAlchemy URL (default ${URL_ENV})")
+    db.add_argument("--url", help=f"SQLAlchemy URL (default: the -A app's store, else ${URL_ENV})")
     db.set_defaults(func=cmd_db, needs_app=False)
 
     q = sub.add_parser("queues", help="list the queues the app's workflows declare")

@@ -1,10 +1,22 @@
-"""Real ``celery worker`` processes, a real Redis and a real PostgreSQL."""
+"""Real ``celery worker`` processes, a real broker and a real PostgreSQL.
+
+Every test that takes ``broker_url`` (or a fixture built on it: ``start_worker``,
+``orders``) runs twice, on Redis and on RabbitMQ, as test ``[redis]`` and test
+``[rabbitmq]``. A test about one broker's own behaviour pins it, saying why::
+
+    @pytest.mark.parametrize("broker", ["redis"])  # flushes a Redis database
+
+Each test has a broker of its own: a Redis database emptied before and after it,
+or a RabbitMQ virtual host created for it and deleted after it (``rabbitmqctl``,
+so the tests run on the broker's host, as root or the rabbitmq user).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import redis
@@ -24,6 +37,8 @@ from workflow_celery import SQLStore, Workflow
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("WORKFLOW_CELERY_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+RABBITMQ_URL = os.environ.get("WORKFLOW_CELERY_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
+BROKERS = ["redis", "rabbitmq"]
 PG_ADMIN_URL = os.environ.get("WORKFLOW_CELERY_TEST_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
 
 
@@ -55,15 +70,72 @@ _first, _last = (int(n) for n in os.environ.get("WORKFLOW_CELERY_TEST_REDIS_DBS"
 _redis_db = itertools.cycle(range(_first, _last + 1))
 
 
-@pytest.fixture
-def broker_url() -> Iterator[str]:
-    """A Redis database of its own for each test, empty at start."""
+@contextlib.contextmanager
+def redis_database() -> Iterator[str]:
+    """The URL of the next Redis database of the suite's range, empty at start and emptied at the end."""
     url = f"{REDIS_URL}/{next(_redis_db)}"
     client = redis.Redis.from_url(url)
     client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
+
+
+# Virtual hosts are named after the pytest process, so a later run can tell the leftovers of a killed one.
+_VHOST_PREFIX = "wfc_test_"
+_VHOST_NAME = re.compile(rf"^{_VHOST_PREFIX}(\d+)_[0-9a-f]+$")
+_stale_vhosts_removed = False
+
+
+def rabbitmqctl(*args: str) -> str:
+    """Run ``rabbitmqctl -q ARGS``; its output. Fails the test with the tool's own words."""
+    try:
+        done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False)
+    except FileNotFoundError:
+        pytest.fail("rabbitmqctl is not installed: scripts/services installs and starts RabbitMQ")
+    if done.returncode != 0:
+        pytest.fail(f"rabbitmqctl {' '.join(args)} failed ({done.returncode}): {done.stderr.strip() or done.stdout}")
+    return done.stdout
+
+
+def _remove_stale_vhosts() -> None:
+    global _stale_vhosts_removed
+    if _stale_vhosts_removed:
+        return
+    _stale_vhosts_removed = True
+    for name in rabbitmqctl("list_vhosts", "name").split():
+        found = _VHOST_NAME.match(name)
+        if found and not Path(f"/proc/{found.group(1)}").exists():
+            rabbitmqctl("delete_vhost", name)
+
+
+@contextlib.contextmanager
+def rabbitmq_vhost() -> Iterator[str]:
+    """The URL of a RabbitMQ virtual host created for the caller, deleted with everything in it at the end."""
+    _remove_stale_vhosts()
+    vhost = f"{_VHOST_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    user = unquote(urlsplit(RABBITMQ_URL).username or "guest")
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        yield f"{RABBITMQ_URL.rstrip('/')}/{vhost}"
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(params=BROKERS)
+def broker(request: pytest.FixtureRequest) -> str:
+    """The broker the test runs on: ``redis`` or ``rabbitmq``."""
+    return str(request.param)
+
+
+@pytest.fixture
+def broker_url(broker: str) -> Iterator[str]:
+    """A broker of the test's own: a Redis database, or a RabbitMQ virtual host."""
+    with redis_database() if broker == "redis" else rabbitmq_vhost() as url:
+        yield url
 
 
 class Worker:
@@ -159,8 +231,10 @@ def start_worker(tmp_path: Path, broker_url: str, pg_database: str) -> Iterator[
         return worker
 
     yield start
+    # The test has run: nothing is left for its workers to finish, and a warm shutdown costs seconds each.
     for w in workers:
-        w.stop()
+        if w.proc.poll() is None:
+            w.kill_hard()
 
 
 @pytest.fixture
@@ -173,7 +247,7 @@ def store(pg_database: str) -> Iterator[SQLStore]:
 
 @pytest.fixture
 def orders(broker_url: str, store: SQLStore, pg_database: str) -> Iterator[Workflow[Order, OrderStatus]]:
-    """The order workflow as the application side sees it (publishes to the test's Redis db)."""
+    """The order workflow as the application side sees it (publishes to the test's broker)."""
     # The same definition as the workers (hooks included): whoever commits a change rings its hooks.
     notifications = Notifications(pg_database)
     yield order_workflow(notifications).build(client_app(broker_url), store)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from tests.acceptance.conftest import Worker
@@ -96,6 +97,7 @@ def load_in_flight(
     return run_ids
 
 
+@pytest.mark.parametrize("broker", ["redis"])  # empties a Redis database: the loss of every message
 def test_redis_flushed_while_300_runs_are_in_flight(
     broker_url: str, store: SQLStore, start_worker: Callable[..., Worker], tmp_path: Path
 ) -> None:

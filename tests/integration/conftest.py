@@ -7,6 +7,12 @@ import pytest
 from tests.acceptance.conftest import broker_url, pg_database, store  # noqa: F401  (shared fixtures)
 
 
+@pytest.fixture
+def broker() -> str:
+    """Redis only: these tests read the messages in Redis' lists themselves."""
+    return "redis"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.fspath):

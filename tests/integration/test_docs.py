@@ -79,7 +79,12 @@ def test_python_blocks_run(page: Path, tmp_path: Path) -> None:
     blocks = python_blocks(page)
     env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
     # The blocks must not depend on services picked by the environment the tests run in.
-    for name in ("WORKFLOW_CELERY_APP", "WORKFLOW_CELERY_METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR"):
+    for name in (
+        "WORKFLOW_CELERY_APP",
+        "WORKFLOW_CELERY_METRICS_PORT",
+        "PROMETHEUS_MULTIPROC_DIR",
+        "CELERY_BROKER_URL",
+    ):
         env.pop(name, None)
     try:
         proc = subprocess.run(

@@ -191,12 +191,13 @@ def test_dataclass_pydantic_and_dict_objects_round_trip(object_type: type, value
     assert got == value and type(got) is type(value)
 
 
-def test_worker_refuses_a_time_limit_longer_than_the_visibility_timeout() -> None:
+def test_worker_refuses_a_time_limit_longer_than_the_visibility_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     from celery import Celery
     from celery.exceptions import ImproperlyConfigured
 
     from workflow_celery.celery_adapter import check_time_limits
 
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)  # Celery would prefer it to the app's broker_url
     app = Celery("t", broker="redis://127.0.0.1:1/0")
     app.conf.task_time_limit = 7200
     app.conf.broker_transport_options = {"visibility_timeout": 3600}
@@ -205,5 +206,56 @@ def test_worker_refuses_a_time_limit_longer_than_the_visibility_timeout() -> Non
     app.conf.task_time_limit = 300
     check_time_limits(app)
     app.conf.broker_url = "amqp://guest@127.0.0.1//"
-    app.conf.task_time_limit = 7200
-    check_time_limits(app)  # RabbitMQ has no visibility timeout
+    app.conf.task_time_limit = 1790
+    app.conf.workflow_consumer_timeout = 3600
+    check_time_limits(app)  # RabbitMQ has no visibility timeout: only its consumer_timeout counts
+
+
+@pytest.mark.parametrize("url", ["amqp://guest@127.0.0.1//", "pyamqp://guest@127.0.0.1/shop", None])
+def test_worker_refuses_a_time_limit_not_below_rabbitmqs_consumer_timeout(
+    url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from celery import Celery
+    from celery.exceptions import ImproperlyConfigured
+
+    from workflow_celery.celery_adapter import check_time_limits
+
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+    app = Celery("t", broker=url)  # no broker at all is Celery's default: RabbitMQ on localhost
+    b = Builder("limits", dict, Status)
+    b.add_step(Status.START, lambda run: Status.END, Status.END)
+    b.build(app, MemoryStore(), max_retry_countdown=timedelta(seconds=60))
+
+    app.conf.task_time_limit = 1740  # RabbitMQ's default consumer_timeout is 1800 s
+    with pytest.raises(ImproperlyConfigured) as refused:
+        check_time_limits(app)
+    assert str(refused.value).startswith(
+        "task_time_limit (1740s) plus max_retry_countdown (60s) must be shorter than RabbitMQ's consumer_timeout "
+        "(1800s, setting workflow_consumer_timeout)"
+    )
+    app.conf.task_time_limit = 1739
+    check_time_limits(app)
+
+    app.conf.workflow_consumer_timeout = 600  # the server's value, declared
+    with pytest.raises(ImproperlyConfigured, match=r"consumer_timeout \(600s"):
+        check_time_limits(app)
+    app.conf.task_time_limit = 539
+    check_time_limits(app)
+
+    app.conf.workflow_consumer_timeout = None  # a server without consumer_timeout
+    app.conf.task_time_limit = 86400
+    check_time_limits(app)
+
+
+def test_no_time_limit_on_rabbitmq_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from celery import Celery
+
+    from workflow_celery.celery_adapter import check_time_limits
+
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+    app = Celery("t", broker="amqp://guest@127.0.0.1//")
+    app.conf.task_time_limit = None
+    check_time_limits(app)
+    assert "task_time_limit is not set" in caplog.text and "consumer_timeout (1800s)" in caplog.text

@@ -79,13 +79,18 @@ def install_worker_support(app: Celery) -> None:
 
 
 def check_time_limits(app: Celery) -> None:
-    """Refuse to start when Redis would hand a running step to a second worker.
+    """Refuse to start when the broker would take a running step away from its worker.
 
     With Redis (and SQS) an unacknowledged message is delivered again after
     ``visibility_timeout``; a step allowed to run longer than that would run
-    twice at the same time. Doorbell leases cover our own relay, not that.
+    twice at the same time. With RabbitMQ see ``check_consumer_timeout``.
+    Doorbell leases cover our own relay, not that. Raises ``ImproperlyConfigured``.
     """
-    url = str(app.conf.broker_url or "")
+    # Celery's default broker, when none is set, is RabbitMQ on localhost.
+    url = str(app.conf.broker_url or "amqp://")
+    if url.startswith(AMQP_SCHEMES):
+        check_consumer_timeout(app)
+        return
     if not url.startswith(("redis", "rediss", "sqs")):
         return
     visibility = (app.conf.broker_transport_options or {}).get("visibility_timeout", 3600)
@@ -102,6 +107,46 @@ def check_time_limits(app: Celery) -> None:
             f"task_time_limit ({limit}s) plus max_retry_countdown ({countdown:g}s) must be shorter than "
             f"broker_transport_options['visibility_timeout'] ({visibility}s): a retry waits unacknowledged in a "
             "worker for its countdown, then runs, and the broker would deliver it to a second worker"
+        )
+
+
+AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://", "librabbitmq://")
+CONSUMER_TIMEOUT_SETTING = "workflow_consumer_timeout"
+RABBITMQ_CONSUMER_TIMEOUT = 1800.0
+"""RabbitMQ's own default ``consumer_timeout`` since 3.8.17, in seconds: assumed when none is declared."""
+
+
+def check_consumer_timeout(app: Celery) -> None:
+    """Refuse to start when RabbitMQ would close the channel under a running step.
+
+    RabbitMQ closes the channel of a consumer that keeps a delivery
+    unacknowledged longer than its ``consumer_timeout``, and a worker loses
+    every message that channel held. A step is acknowledged after it ran, and a
+    Celery retry waits unacknowledged for its countdown first, so
+    ``task_time_limit + max_retry_countdown`` must stay below it. The server
+    does not tell its clients that value: it is read from the app's
+    ``workflow_consumer_timeout`` setting (seconds; ``None`` or 0 when the server
+    has none), RabbitMQ's default of 1800 s when the setting is absent.
+    Raises ``ImproperlyConfigured``.
+    """
+    declared = app.conf.get(CONSUMER_TIMEOUT_SETTING, RABBITMQ_CONSUMER_TIMEOUT)
+    if not declared:
+        return
+    timeout = float(declared)
+    limit = app.conf.task_time_limit
+    countdown = max((wf.options.max_retry_countdown.total_seconds() for wf in registry(app).values()), default=0.0)
+    if limit is None:
+        log.warning(
+            "task_time_limit is not set: a step running longer than RabbitMQ's consumer_timeout (%gs) would have "
+            "the worker's channel closed under it",
+            timeout,
+        )
+    elif limit + countdown >= timeout:
+        raise ImproperlyConfigured(
+            f"task_time_limit ({limit}s) plus max_retry_countdown ({countdown:g}s) must be shorter than RabbitMQ's "
+            f"consumer_timeout ({timeout:g}s, setting {CONSUMER_TIMEOUT_SETTING}): a retry waits unacknowledged in "
+            "a worker for its countdown, then runs, and the broker would close the worker's channel under it and "
+            "deliver its messages again"
         )
 
 
