@@ -1,9 +1,10 @@
-"""Celery adapter: one task and queue per status, pattern ``-Q``, the outbox relay in every worker.
+"""Celery adapter: one task and queue per status, queue patterns, the outbox relay in every worker.
 
 - ``tasks``: the tasks ``build`` registers, and how an answer becomes a task state;
 - ``dispatcher``: doorbells published as task messages;
-- ``worker``: what a worker does besides running tasks (patterns, limits, relay, claims);
-- ``queues``: expanding ``-Q`` patterns; ``registry``: the workflows of an app.
+- ``worker``: what a worker does besides running tasks (queues, limits, relay, claims);
+- ``queues``: expanding queue patterns; ``worker_queues``: a worker's ``-Q``/``-X``;
+  ``purge``: ``celery purge``'s; ``registry``: the workflows of an app.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """What a ``celery worker`` of an app with workflows does besides running tasks.
 
-Patterns in ``-Q`` are expanded against the workflows' queues, the time
-limits are checked against the broker's redelivery, the outbox relay and the
-claims keeper run in the main process, and a pool process that dies has its
-claim expired at once.
+Its queues are selected from ``-Q`` and ``-X`` patterns (every workflow queue
+without ``-Q``, see ``worker_queues``), the time limits are checked against
+the broker's redelivery, the outbox relay and the claims keeper run in the
+main process, and a pool process that dies has its claim expired at once.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from celery.exceptions import ImproperlyConfigured, TimeLimitExceeded, WorkerLos
 from celery.worker import state as worker_state
 
 from ..core.claims import ClaimKeeper
-from ..core.errors import ConfigurationError
 from ..core.maintenance import Maintenance
 from ..core.messages import message_id_of
-from .queues import expand_queue_patterns
-from .registry import all_queues, registry, workflow_of_task
+from .purge import install_purge_patterns
+from .registry import registry, workflow_of_task
+from .worker_queues import WorkflowQueues, note_requested_queues
 
 METRICS_PORT_ENV = "WORKFLOW_CELERY_METRICS_PORT"
 
@@ -30,33 +30,14 @@ log = logging.getLogger(__name__)
 
 
 def install_worker_support(app: Celery) -> None:
-    """Hook the workers of ``app`` (once per app): queue patterns, time-limit check, relay, lost processes."""
+    """Hook the workers of ``app`` (once per app): queues, time-limit check, relay, lost processes."""
 
-    def on_celeryd_init(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    def on_celeryd_init(sender: Any = None, instance: Any = None, options: Any = None, **_: Any) -> None:
         if instance is None or getattr(instance, "app", None) is not app:
             return
-        worker_app: Celery = instance.app
-        original = instance.setup_queues
-
-        def setup_queues(include: Any, exclude: Any = None) -> Any:
-            # Raised here, not in the signal handler: Celery logs and ignores a signal handler's exception.
-            check_time_limits(worker_app)
-            known = all_queues(app)
-            queues = worker_app.amqp.queues
-            for name in known:
-                # Declared exactly as a publisher's router creates them, so bindings match.
-                if name not in queues:
-                    queues.add(queues.new_missing(name))
-            requested = _as_list(include)
-            if requested:
-                try:
-                    include = expand_queue_patterns(requested, known)
-                except ConfigurationError as exc:
-                    raise ImproperlyConfigured(str(exc)) from exc
-                log.info("workflow-celery: consuming queues %s", ", ".join(include))
-            return original(include, exclude)
-
-        instance.setup_queues = setup_queues
+        # Only noted here: Celery logs and ignores an exception raised by a signal handler, and selects its
+        # queues after this signal; the WorkflowQueues bootstep acts on them.
+        note_requested_queues(instance, options)
 
     def on_task_failure(sender: Any = None, exception: Any = None, kwargs: Any = None, **_: Any) -> None:
         # Sent in the worker's main process when a pool process died running the task, or was killed at the
@@ -75,7 +56,9 @@ def install_worker_support(app: Celery) -> None:
 
     signals.celeryd_init.connect(on_celeryd_init, weak=False)
     signals.task_failure.connect(on_task_failure, weak=False)
+    app.steps["worker"].add(WorkflowQueues)
     app.steps["worker"].add(RelayStep)
+    install_purge_patterns(app)
 
 
 def check_time_limits(app: Celery) -> None:
@@ -103,14 +86,6 @@ def check_time_limits(app: Celery) -> None:
             f"broker_transport_options['visibility_timeout'] ({visibility}s): a retry waits unacknowledged in a "
             "worker for its countdown, then runs, and the broker would deliver it to a second worker"
         )
-
-
-def _as_list(value: Any) -> list[str]:
-    if not value:
-        return []
-    if isinstance(value, str):
-        return [v for v in value.split(",") if v.strip()]
-    return [str(v) for v in value]
 
 
 def running_tasks() -> list[tuple[str, Any]]:
