@@ -123,6 +123,14 @@ def test_x_takes_patterns_and_a_steps_only_worker_runs_no_hook(
     start_worker("examples.orders", "order-processing.hooks.*", concurrency=1, name="hooks")
     wait_until(lambda: confirmations(notifications) == [run_id], 30, "the hooks worker running on_complete")
 
+    # celery control takes the same patterns: the steps worker can be told to take the hooks on too.
+    added = celery("control", "add_consumer", "order-processing.hooks.*", "-d", node, broker=broker_url, db=pg_database)
+    assert added.returncode == 0, added.stderr
+    wait_until(
+        lambda: active_queues(node, broker_url, pg_database) == sorted([*STEP_QUEUES, *HOOK_QUEUES]),
+        30,
+        "the hook queues added to the steps worker",
+    )
     assert steps.proc.poll() is None
 
 

@@ -1,9 +1,11 @@
 """What a ``celery worker`` of an app with workflows does besides running tasks.
 
 Its queues are selected from ``-Q`` and ``-X`` patterns (every workflow queue
-without ``-Q``, see ``worker_queues``), the time limits are checked against
-the broker's redelivery, the outbox relay and the claims keeper run in the
-main process, and a pool process that dies has its claim expired at once.
+without ``-Q``), the time limits are checked against the broker's
+redelivery, whatever cannot be delivered to a task is kept as a dead letter
+(``worker_queues``, ``consumer``), the outbox relay and the claims keeper run
+in the main process, and a pool process that dies has its claim expired at
+once.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 def install_worker_support(app: Celery) -> None:
-    """Hook the workers of ``app`` (once per app): queues, time-limit check, relay, lost processes."""
+    """Hook the workers of ``app`` (once per app): queues, time-limit check, dead letters, relay, lost processes."""
 
     def on_celeryd_init(sender: Any = None, instance: Any = None, options: Any = None, **_: Any) -> None:
         if instance is None or getattr(instance, "app", None) is not app:

@@ -11,7 +11,8 @@ Celery selects queues in the worker's constructor, before its bootsteps are
 made, and forgets the ``-X`` names it did not know. So a ``celeryd_init``
 handler notes the options as given, and a worker bootstep — constructed after
 Celery's own selection and before the consumer exists — corrects the selection
-through the public ``Queues`` API and checks the time limits.
+through the public ``Queues`` API, checks the time limits and gives the worker
+a consumer that keeps undeliverable messages (``consumer``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from celery import Celery, bootsteps
 from celery.exceptions import ImproperlyConfigured
 
 from ..core.errors import ConfigurationError
+from .consumer import consumer_class
+from .dead_letters import DeadLetterBox
 from .queues import as_list, expand_queue_patterns, is_pattern, known_queues
 from .registry import all_queues, registry
 
@@ -75,7 +78,7 @@ def select_queues(app: Celery, requested: list[str] | None, excluded: list[str])
 
 
 class WorkflowQueues(bootsteps.Step):  # type: ignore[misc]
-    """Selects the worker's queues and checks the time limits.
+    """Selects the worker's queues and gives it a consumer that keeps undeliverable messages aside.
 
     Everything happens in the constructor: Celery constructs every worker
     bootstep after selecting queues and before any step creates the consumer.
@@ -106,3 +109,4 @@ class WorkflowQueues(bootsteps.Step):  # type: ignore[misc]
         except ConfigurationError as exc:
             raise ImproperlyConfigured(str(exc)) from exc
         log.info("workflow-celery: consuming queues %s", ", ".join(selected))
+        worker.consumer_cls = consumer_class(worker.consumer_cls, DeadLetterBox(app, worker.hostname))
