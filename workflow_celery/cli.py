@@ -8,6 +8,7 @@ workflow-celery -A examples.orders runs show --foreign-id order-42
 workflow-celery -A examples.orders runs pause RUN_ID --reason "investigating"
 workflow-celery -A examples.orders runs resume|cancel|delete-data RUN_ID
 workflow-celery -A examples.orders queues
+workflow-celery -A examples.orders dead-letters list|show ID|discard ID
 
 Errors are one line on stderr (exit status 1; 2 for usage errors);
 --traceback, or WORKFLOW_CELERY_TRACEBACK=1, shows the full trace instead.
@@ -424,6 +425,10 @@ def parser() -> argparse.ArgumentParser:
         if action != "resume":
             c.add_argument("--reason", default="")
         c.set_defaults(func=cmd_control, needs_app=True, action=action)
+
+    from .cli_dead_letters import add_commands  # it imports this module
+
+    add_commands(sub, positive=_positive, not_negative=_not_negative)
     return p
 
 

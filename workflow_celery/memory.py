@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from .core.dead_letters import DeadLetter
 from .core.errors import RecordNotFound, WorkflowInProgress
 from .core.ports import Claim, ErrorInfo, HookErrors, Order, OutboxMessage, StepErrors
 from .core.record import HistoryEntry, Record
@@ -28,6 +29,7 @@ class MemoryStore:
         self._slots: dict[tuple[str, int, int], tuple[str, datetime]] = {}
         self._holders: dict[str, str] = {}
         """Doorbell id -> token of the claim on it (kept after expiry until released: an abandoned attempt)."""
+        self._dead_letters: dict[str, DeadLetter] = {}
 
     def create_schema(self) -> None:
         return None
@@ -367,6 +369,33 @@ class MemoryStore:
     def hook_errors(self, run_id: str) -> list[HookErrors]:
         with self._lock:
             return sorted((e for e in self._hook_errors.values() if e.run_id == run_id), key=lambda e: e.message_id)
+
+    def add_dead_letter(self, letter: DeadLetter) -> None:
+        with self._lock:
+            self._dead_letters.setdefault(letter.id, letter)
+
+    def _matching_dead_letters(self, queue: str | None, id_prefix: str | None) -> list[DeadLetter]:
+        return [
+            letter
+            for letter in self._dead_letters.values()
+            if (queue is None or letter.queue == queue) and (id_prefix is None or letter.id.startswith(id_prefix))
+        ]
+
+    def dead_letters(
+        self, *, queue: str | None = None, id_prefix: str | None = None, limit: int = 25, offset: int = 0
+    ) -> list[DeadLetter]:
+        with self._lock:
+            found = self._matching_dead_letters(queue, id_prefix)
+        found.sort(key=lambda letter: (letter.received_at, letter.id), reverse=True)
+        return found[offset : offset + limit]
+
+    def count_dead_letters(self, *, queue: str | None = None, id_prefix: str | None = None) -> int:
+        with self._lock:
+            return len(self._matching_dead_letters(queue, id_prefix))
+
+    def discard_dead_letters(self, ids: Sequence[str]) -> int:
+        with self._lock:
+            return sum(self._dead_letters.pop(letter_id, None) is not None for letter_id in set(ids))
 
 
 def _held(row: OutboxMessage, now: datetime) -> bool:

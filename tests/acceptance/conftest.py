@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -183,8 +183,9 @@ def start_worker(tmp_path: Path, broker_url: str, pg_database: str) -> Iterator[
 
     def start(
         app: str,
-        queues: str,
+        queues: str | None,
         *,
+        args: Sequence[str] = (),
         concurrency: int = 2,
         pool: str = "prefork",
         env: dict[str, str] | None = None,
@@ -207,8 +208,8 @@ def start_worker(tmp_path: Path, broker_url: str, pg_database: str) -> Iterator[
             "-A",
             app,
             "worker",
-            "-Q",
-            queues,
+            *(["-Q", queues] if queues is not None else []),
+            *args,
             "-c",
             str(concurrency),
             "--pool",

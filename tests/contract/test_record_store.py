@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from workflow_celery.core.dead_letters import DeadLetter
 from workflow_celery.core.errors import RecordNotFound, SchemaMissing, WorkflowInProgress
 from workflow_celery.core.ports import ErrorInfo, OutboxKind, OutboxMessage, RecordStore
 from workflow_celery.core.record import Meta, Record
@@ -139,7 +140,7 @@ def test_create_schema_is_idempotent_and_keeps_data(store: RecordStore) -> None:
 
 def test_migrations_reach_head_and_match_schema_module(sql_backend: Backend) -> None:
     assert sql_backend.url is not None
-    assert migrate.current(sql_backend.url) == migrate.head() == "0003"
+    assert migrate.current(sql_backend.url) == migrate.head() == "0004"
     engine = sa.create_engine(sql_backend.url)
     try:
         with engine.connect() as conn:
@@ -158,6 +159,7 @@ def test_migrations_reach_head_and_match_schema_module(sql_backend: Backend) -> 
         "workflow_step_errors",
         "workflow_hook_errors",
         "workflow_step_slots",
+        "workflow_dead_letters",
     }
 
 
@@ -868,6 +870,106 @@ def test_any_reason_and_origin_are_stored(store: RecordStore, text: str) -> None
     assert "\x00" not in stored.meta.run_state_reason and len(stored.meta.run_state_reason) <= 2000
 
 
+# --------------------------------------------------------------------------- dead letters
+
+EVERY_BYTE = bytes(range(256)) * 3 + b"\x00"
+
+
+def letter(
+    id: str = "dl-1",
+    *,
+    queue: str = "onboarding.created",
+    body: bytes = EVERY_BYTE,
+    at: datetime = T0,
+    reason: str = "not a message: JSONDecodeError: Expecting value",
+) -> DeadLetter:
+    return DeadLetter(
+        id=id,
+        queue=queue,
+        body=body,
+        reason=reason,
+        received_at=at,
+        content_type="application/json",
+        content_encoding="utf-8",
+        headers='{"task": "onboarding.created"}',
+        worker="w1@host",
+    )
+
+
+def test_a_dead_letter_keeps_its_bytes_exactly(store: RecordStore) -> None:
+    kept = letter()
+    store.add_dead_letter(kept)
+    [found] = store.dead_letters()
+    assert found == kept and found.body == EVERY_BYTE and type(found.body) is bytes
+    assert found.received_at.tzinfo is not None
+    empty = letter("dl-2", body=b"", at=T0 + SECOND)
+    store.add_dead_letter(empty)
+    assert store.dead_letters(id_prefix="dl-2") == [empty]
+
+
+def test_adding_a_dead_letter_twice_keeps_the_first(store: RecordStore) -> None:
+    store.add_dead_letter(letter(body=b"first"))
+    store.add_dead_letter(letter(body=b"second"))
+    assert [d.body for d in store.dead_letters()] == [b"first"]
+    assert store.count_dead_letters() == 1
+
+
+def test_dead_letters_are_listed_newest_first_in_pages_and_filtered(store: RecordStore) -> None:
+    for i in range(5):
+        store.add_dead_letter(letter(f"dl-{i}", queue=f"q{i % 2}", at=T0 + i * SECOND))
+    store.add_dead_letter(letter("dl-x", queue="q0", at=T0 + 4 * SECOND))  # same time as dl-4: the id decides
+    assert [d.id for d in store.dead_letters()] == ["dl-x", "dl-4", "dl-3", "dl-2", "dl-1", "dl-0"]
+    assert [d.id for d in store.dead_letters(limit=2, offset=1)] == ["dl-4", "dl-3"]
+    assert [d.id for d in store.dead_letters(queue="q1")] == ["dl-3", "dl-1"]
+    assert store.count_dead_letters() == 6 and store.count_dead_letters(queue="q0") == 4
+    assert store.count_dead_letters(queue="nowhere") == 0 and store.dead_letters(queue="nowhere") == []
+
+
+def test_dead_letters_are_found_by_id_prefix(store: RecordStore) -> None:
+    store.add_dead_letter(letter("ab12-one"))
+    store.add_dead_letter(letter("ab34-two", at=T0 + SECOND))
+    store.add_dead_letter(letter("a%_-three", at=T0 + 2 * SECOND))
+    assert [d.id for d in store.dead_letters(id_prefix="ab")] == ["ab34-two", "ab12-one"]
+    assert [d.id for d in store.dead_letters(id_prefix="ab12")] == ["ab12-one"]
+    assert store.count_dead_letters(id_prefix="a%") == 1  # LIKE wildcards are taken literally
+    assert store.count_dead_letters(id_prefix="a_") == 0
+    assert store.count_dead_letters(queue="onboarding.created", id_prefix="ab") == 2
+
+
+def test_discarding_dead_letters_says_how_many_there_were(store: RecordStore) -> None:
+    for i in range(3):
+        store.add_dead_letter(letter(f"dl-{i}", at=T0 + i * SECOND))
+    assert store.discard_dead_letters(["dl-0", "dl-2", "dl-2", "unknown"]) == 2
+    assert [d.id for d in store.dead_letters()] == ["dl-1"]
+    assert store.discard_dead_letters(["dl-0"]) == 0
+    assert store.discard_dead_letters([]) == 0
+    assert store.count_dead_letters() == 1
+
+
+@pytest.mark.parametrize("text", NASTY, ids=["nul", "surrogate", "half-pair", "unicode", "huge", "empty"])
+def test_any_dead_letter_text_is_stored(store: RecordStore, text: str) -> None:
+    kept = DeadLetter(
+        id="dl-1",
+        queue=text,
+        body=text.encode("utf-8", "surrogatepass"),
+        reason=text,
+        received_at=T0,
+        content_type=text,
+        content_encoding=text,
+        headers=text,
+        worker=text,
+    )
+    store.add_dead_letter(kept)
+    [found] = store.dead_letters()
+    assert found == kept and found.body == text.encode("utf-8", "surrogatepass")
+    assert "\x00" not in found.reason + found.queue + found.headers and len(found.reason) <= 2000
+
+
+def test_a_dead_letter_needs_an_aware_time() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        letter(at=datetime(2024, 1, 1))
+
+
 # --------------------------------------------------------------------------- slots
 
 
@@ -1059,6 +1161,8 @@ def test_a_store_without_its_schema_says_how_to_create_it(schemaless_url: str) -
             lambda: store.count_runs(None),
             lambda: store.claim_due_outbox(T0, limit=5, redeliver_after=MINUTE, max_interval=HOUR),
             lambda: store.record_error("run-1", 1, err()),
+            lambda: store.add_dead_letter(letter()),
+            lambda: store.dead_letters(),
         ]:
             with pytest.raises(SchemaMissing) as missing:
                 call()

@@ -1,9 +1,11 @@
-"""Celery adapter: one task and queue per status, pattern ``-Q``, the outbox relay in every worker.
+"""Celery adapter: one task and queue per status, queue patterns, dead letters, the outbox relay in every worker.
 
 - ``tasks``: the tasks ``build`` registers, and how an answer becomes a task state;
 - ``dispatcher``: doorbells published as task messages;
-- ``worker``: what a worker does besides running tasks (patterns, limits, relay, claims);
-- ``queues``: expanding ``-Q`` patterns; ``registry``: the workflows of an app.
+- ``worker``: what a worker does besides running tasks (queues, limits, relay, claims);
+- ``queues``: expanding queue patterns; ``worker_queues``: a worker's ``-Q``/``-X``;
+  ``purge``: ``celery purge``'s; ``registry``: the workflows of an app;
+- ``consumer``, ``redis_transport``, ``dead_letters``: what cannot be delivered to a task is kept aside.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """What a ``celery worker`` of an app with workflows does besides running tasks.
 
-Patterns in ``-Q`` are expanded against the workflows' queues, the time
-limits are checked against the broker's redelivery, the outbox relay and the
-claims keeper run in the main process, and a pool process that dies has its
-claim expired at once.
+Its queues are selected from ``-Q`` and ``-X`` patterns (every workflow queue
+without ``-Q``), the time limits are checked against the broker's
+redelivery, whatever cannot be delivered to a task is kept as a dead letter
+(``worker_queues``, ``consumer``), the outbox relay and the claims keeper run
+in the main process, and a pool process that dies has its claim expired at
+once.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from celery.exceptions import ImproperlyConfigured, TimeLimitExceeded, WorkerLos
 from celery.worker import state as worker_state
 
 from ..core.claims import ClaimKeeper
-from ..core.errors import ConfigurationError
 from ..core.maintenance import Maintenance
 from ..core.messages import message_id_of
-from .queues import expand_queue_patterns
-from .registry import all_queues, registry, workflow_of_task
+from .purge import install_purge_patterns
+from .registry import registry, workflow_of_task
+from .worker_queues import WorkflowQueues, note_requested_queues
 
 METRICS_PORT_ENV = "WORKFLOW_CELERY_METRICS_PORT"
 
@@ -30,33 +32,14 @@ log = logging.getLogger(__name__)
 
 
 def install_worker_support(app: Celery) -> None:
-    """Hook the workers of ``app`` (once per app): queue patterns, time-limit check, relay, lost processes."""
+    """Hook the workers of ``app`` (once per app): queues, time-limit check, dead letters, relay, lost processes."""
 
-    def on_celeryd_init(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    def on_celeryd_init(sender: Any = None, instance: Any = None, options: Any = None, **_: Any) -> None:
         if instance is None or getattr(instance, "app", None) is not app:
             return
-        worker_app: Celery = instance.app
-        original = instance.setup_queues
-
-        def setup_queues(include: Any, exclude: Any = None) -> Any:
-            # Raised here, not in the signal handler: Celery logs and ignores a signal handler's exception.
-            check_time_limits(worker_app)
-            known = all_queues(app)
-            queues = worker_app.amqp.queues
-            for name in known:
-                # Declared exactly as a publisher's router creates them, so bindings match.
-                if name not in queues:
-                    queues.add(queues.new_missing(name))
-            requested = _as_list(include)
-            if requested:
-                try:
-                    include = expand_queue_patterns(requested, known)
-                except ConfigurationError as exc:
-                    raise ImproperlyConfigured(str(exc)) from exc
-                log.info("workflow-celery: consuming queues %s", ", ".join(include))
-            return original(include, exclude)
-
-        instance.setup_queues = setup_queues
+        # Only noted here: Celery logs and ignores an exception raised by a signal handler, and selects its
+        # queues after this signal; the WorkflowQueues bootstep acts on them.
+        note_requested_queues(instance, options)
 
     def on_task_failure(sender: Any = None, exception: Any = None, kwargs: Any = None, **_: Any) -> None:
         # Sent in the worker's main process when a pool process died running the task, or was killed at the
@@ -75,7 +58,9 @@ def install_worker_support(app: Celery) -> None:
 
     signals.celeryd_init.connect(on_celeryd_init, weak=False)
     signals.task_failure.connect(on_task_failure, weak=False)
+    app.steps["worker"].add(WorkflowQueues)
     app.steps["worker"].add(RelayStep)
+    install_purge_patterns(app)
 
 
 def check_time_limits(app: Celery) -> None:
@@ -84,7 +69,8 @@ def check_time_limits(app: Celery) -> None:
     With Redis (and SQS) an unacknowledged message is delivered again after
     ``visibility_timeout``; a step allowed to run longer than that would run
     twice at the same time. With RabbitMQ see ``check_consumer_timeout``.
-    Doorbell leases cover our own relay, not that. Raises ``ImproperlyConfigured``.
+    The claim keeps the second copy from running it, but the first is never acknowledged in time.
+    Raises ``ImproperlyConfigured``.
     """
     # Celery's default broker, when none is set, is RabbitMQ on localhost.
     url = str(app.conf.broker_url or "amqp://")
@@ -148,14 +134,6 @@ def check_consumer_timeout(app: Celery) -> None:
             "a worker for its countdown, then runs, and the broker would close the worker's channel under it and "
             "deliver its messages again"
         )
-
-
-def _as_list(value: Any) -> list[str]:
-    if not value:
-        return []
-    if isinstance(value, str):
-        return [v for v in value.split(",") if v.strip()]
-    return [str(v) for v in value]
 
 
 def running_tasks() -> list[tuple[str, Any]]:

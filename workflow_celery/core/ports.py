@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from .dead_letters import DeadLetter
 from .record import HistoryEntry, Record
 from .run_state import RunState
 from .text import MAX_NAME_LENGTH, storable_text
@@ -320,6 +321,24 @@ class RecordStore(Protocol):
 
     def hook_errors(self, run_id: str) -> list[HookErrors]:
         """Failure counters of the run's hook executions (kept after a later success)."""
+        ...
+
+    def add_dead_letter(self, letter: DeadLetter) -> None:
+        """Keep a message no task could be given; a second letter with the same id is ignored."""
+        ...
+
+    def dead_letters(
+        self, *, queue: str | None = None, id_prefix: str | None = None, limit: int = 25, offset: int = 0
+    ) -> list[DeadLetter]:
+        """Dead letters, newest first (by ``received_at``, then id); ``id_prefix`` matches the start of the id."""
+        ...
+
+    def count_dead_letters(self, *, queue: str | None = None, id_prefix: str | None = None) -> int:
+        """How many dead letters match the filters of ``dead_letters`` (every page, not one)."""
+        ...
+
+    def discard_dead_letters(self, ids: Sequence[str]) -> int:
+        """Delete these dead letters; return how many of them there were."""
         ...
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Dialect,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -39,6 +40,7 @@ IN_PROGRESS_WHERE = "run_state IN ({})".format(", ".join(str(v) for v in IN_PROG
 
 RUN_ID_LENGTH = 64
 OUTBOX_ID_LENGTH = 200
+DEAD_LETTER_ID_LENGTH = 64
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -179,4 +181,22 @@ step_slots = Table(
 
 Index("ix_workflow_step_slots_holder", step_slots.c.holder)
 
-ALL_TABLES = (records, history, outbox, step_errors, hook_errors, step_slots)
+dead_letters = Table(
+    "workflow_dead_letters",
+    metadata,
+    Column("id", String(DEAD_LETTER_ID_LENGTH), nullable=False),
+    Column("queue", Text, nullable=False),
+    # The bytes as the broker delivered them, whatever they are: never decoded, never re-encoded.
+    Column("body", LargeBinary, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("content_type", Text, nullable=False, server_default=""),
+    Column("content_encoding", Text, nullable=False, server_default=""),
+    Column("headers", Text, nullable=False, server_default=""),
+    Column("worker", Text, nullable=False, server_default=""),
+    PrimaryKeyConstraint("id", name="pk_workflow_dead_letters"),
+)
+
+Index("ix_workflow_dead_letters_received_at", dead_letters.c.received_at)
+
+ALL_TABLES = (records, history, outbox, step_errors, hook_errors, step_slots, dead_letters)

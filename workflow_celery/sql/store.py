@@ -49,11 +49,13 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
+from ..core.dead_letters import DeadLetter
 from ..core.errors import ConfigurationError, RecordNotFound, SchemaMissing, SerializationError, WorkflowInProgress
 from ..core.ports import Claim, ErrorInfo, HookErrors, Order, OutboxKind, OutboxMessage, StepErrors
 from ..core.record import HistoryEntry, Meta, Record
 from ..core.run_state import IN_PROGRESS_VALUES, RunState
 from ..core.text import MAX_NAME_LENGTH, storable_text
+from . import dead_letters as dead_letter_sql
 from . import migrate
 from .schema import (
     IN_PROGRESS_INDEX,
@@ -1342,6 +1344,33 @@ class SQLStore:
             )
             for row in rows
         ]
+
+    # ------------------------------------------------------------------ dead letters
+
+    def add_dead_letter(self, letter: DeadLetter) -> None:
+        """Keep a message no task could be given (a letter whose id is stored already is ignored)."""
+        statement = dead_letter_sql.PG_INSERT if self._pg else dead_letter_sql.SQLITE_INSERT
+        self._write_one(statement, dead_letter_sql.params(letter))
+
+    def dead_letters(
+        self, *, queue: str | None = None, id_prefix: str | None = None, limit: int = 25, offset: int = 0
+    ) -> list[DeadLetter]:
+        """Dead letters matching every given filter, newest first, one page of them."""
+        with self._statement() as conn:
+            rows = conn.execute(dead_letter_sql.page(queue, id_prefix, limit, offset)).all()
+        return [dead_letter_sql.from_row(row._mapping) for row in rows]
+
+    def count_dead_letters(self, *, queue: str | None = None, id_prefix: str | None = None) -> int:
+        """How many dead letters match every given filter."""
+        with self._statement() as conn:
+            return int(conn.execute(dead_letter_sql.count(queue, id_prefix)).scalar_one())
+
+    def discard_dead_letters(self, ids: Sequence[str]) -> int:
+        """Delete these dead letters; return how many of them there were."""
+        if not ids:
+            return 0
+        with self._statement() if self._pg else self._write() as conn:
+            return int(conn.execute(dead_letter_sql.DISCARD, {"b_ids": sorted(set(ids))}).rowcount)
 
 
 def _error_params(error: ErrorInfo) -> dict[str, Any]:
