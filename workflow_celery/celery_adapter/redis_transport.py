@@ -21,8 +21,6 @@ from contextvars import ContextVar
 from queue import Empty
 from typing import Any, ClassVar, Protocol
 
-from kombu.transport import redis as kombu_redis
-
 from .dead_letters import describe
 
 
@@ -124,6 +122,11 @@ def keeping_transport(transport_cls: type, box: KeepsBytes, scheme: str = "redis
     for any other transport (RabbitMQ delivers bytes with properties, which
     the consumer handles).
     """
+    try:
+        # Imported here: Redis is an extra, and an app on RabbitMQ may not have it installed.
+        from kombu.transport import redis as kombu_redis
+    except ImportError:
+        return None
     if not (isinstance(transport_cls, type) and issubclass(transport_cls, kombu_redis.Transport)):
         return None
     base_channel: type = transport_cls.Channel
