@@ -571,6 +571,17 @@ def test_outbox_is_ordered_by_creation_then_id(store: RecordStore) -> None:
     assert ids(store.outbox("run-a")) == ["z", "m"]
 
 
+def test_outbox_of_one_queue(store: RecordStore) -> None:
+    a, b = rec("run-a", foreign_id="a"), rec("run-b", foreign_id="b")
+    hooks = "onboarding.hooks.completed"
+    store.insert_run(a, [msg(a, id="step-a"), replace(msg(a, kind="hook", id="hook-a"), queue=hooks)])
+    store.insert_run(b, [replace(msg(b, kind="hook", id="hook-b", created_at=T0 - SECOND), queue=hooks)])
+    assert ids(store.outbox(queue=hooks)) == ["hook-b", "hook-a"]
+    assert ids(store.outbox("run-a", queue=hooks)) == ["hook-a"]
+    assert ids(store.outbox(queue="workflow.onboarding")) == ["step-a"]
+    assert store.outbox(queue="onboarding.hooks.paused") == []
+
+
 def test_claim_takes_due_rows_and_backs_off(store: RecordStore) -> None:
     r = rec()
     due_now = msg(r, id="due-now", due_at=T0)

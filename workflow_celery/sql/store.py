@@ -1047,10 +1047,13 @@ class SQLStore:
 
     # ------------------------------------------------------------------ outbox
 
-    def outbox(self, run_id: str | None = None) -> list[OutboxMessage]:
-        """Pending doorbells ordered by (created_at, id), of one run or of all."""
+    def outbox(self, run_id: str | None = None, *, queue: str | None = None) -> list[OutboxMessage]:
+        """Pending doorbells ordered by (created_at, id): of one run and/or one queue, or all of them."""
         with self._statement() as conn:
-            if run_id is None:
+            if queue is not None:
+                query = _OUTBOX_ALL.where(outbox.c.queue == queue)
+                rows = conn.execute(query if run_id is None else query.where(outbox.c.run_id == run_id)).all()
+            elif run_id is None:
                 rows = conn.execute(_OUTBOX_ALL).all()
             else:
                 rows = conn.execute(_OUTBOX_OF_RUN, {"b_run_id": run_id}).all()
