@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from .cli_hooks import add_hook_commands
 from .core.errors import RecordNotFound, WorkflowError
 from .core.record import Record
 from .core.run_state import RunState
@@ -396,6 +397,7 @@ def parser() -> argparse.ArgumentParser:
         if action != "resume":
             c.add_argument("--reason", default="")
         c.set_defaults(func=cmd_control, needs_app=True, action=action)
+    add_hook_commands(sub)
     return p
 
 
