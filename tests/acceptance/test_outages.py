@@ -1,4 +1,4 @@
-"""Acceptance: a broker that stops answering holds no caller."""
+"""Acceptance: a broker that stops answering, and a database that closes its connections, hang no caller."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import redis
+import sqlalchemy as sa
 
-from tests.acceptance.conftest import Worker
+from tests.acceptance.conftest import PG_ADMIN_URL, Worker
 from tests.acceptance.helpers import client_app, marks, wait_all_finished, wait_until
 from tests.acceptance.outageapp import OPTIONS, Job, Stage, builder
 from workflow_celery import RunState, SQLStore
@@ -113,3 +114,54 @@ def test_a_frozen_broker_never_holds_a_caller_and_the_relay_catches_up(
         "the hooks of every change",
     )
     print(f"all done {time.monotonic() - frozen_at:.1f}s after the broker froze for {PAUSE_S:.0f}s")
+
+
+def _close_connections_of(database: str) -> int:
+    """Have PostgreSQL close every connection to ``database`` (the test's own); return once they are closed."""
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            # Chosen first, in a materialized CTE: a condition on pid alone may otherwise be evaluated
+            # before the one on the database, on the backends of every database of the server.
+            pids = [
+                pid
+                for pid, closed in conn.execute(
+                    sa.text(
+                        "WITH chosen AS MATERIALIZED (SELECT pid FROM pg_stat_activity "
+                        "WHERE datname = :db AND pid <> pg_backend_pid()) "
+                        "SELECT pid, pg_terminate_backend(pid) FROM chosen"
+                    ),
+                    {"db": database},
+                )
+                if closed
+            ]
+            wait_until(
+                lambda: (
+                    not conn.execute(
+                        sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:pids)"), {"pids": pids}
+                    ).scalar_one()
+                ),
+                10,
+                "the closed backends to exit",
+            )
+            return len(pids)
+    finally:
+        admin.dispose()
+
+
+def test_postgres_closing_every_connection_fails_no_call_and_stops_no_worker(
+    broker_url: str, store: SQLStore, pg_database: str, start_worker: Callable[..., Worker], tmp_path: Path
+) -> None:
+    worker = start_worker(APP, "outage.*")
+    wf = builder().build(client_app(broker_url), store, **OPTIONS)
+    before = [wf.trigger(f"before-{i}", initial_value=Job(marker_dir=str(tmp_path))) for i in range(10)]
+    wait_all_finished(wf, before, 60)
+    database = sa.make_url(pg_database).database
+    assert database is not None
+    closed = _close_connections_of(database)
+    assert closed >= 3  # this process's, the worker's relay and claims threads', its pool processes'
+    after = [wf.trigger(f"after-{i}", initial_value=Job(marker_dir=str(tmp_path))) for i in range(10)]
+    wait_all_finished(wf, after, 60)
+    wait_until(lambda: all(marks(tmp_path, "hook-complete", r) for r in before + after), 60, "every hook")
+    lost = worker.output().count("DatabaseConnectionLost")
+    print(f"{closed} connections closed by PostgreSQL; statements that met a closed connection in the worker: {lost}")
