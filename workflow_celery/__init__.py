@@ -12,6 +12,7 @@ from .core.engine import Outcome
 from .core.errors import (
     AwaitTimeout,
     ConfigurationError,
+    DatabaseConnectionLost,
     InvalidRunStateTransition,
     InvalidTransition,
     RecordNotFound,
@@ -32,6 +33,7 @@ __all__ = [
     "AwaitTimeout",
     "Builder",
     "ConfigurationError",
+    "DatabaseConnectionLost",
     "HistoryEntry",
     "InProcessBroker",
     "InvalidRunStateTransition",

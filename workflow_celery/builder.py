@@ -9,8 +9,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, overload
 
-from .core.definition import HOOK_EVENTS, CallbackSpec, Definition, StepSpec, TimeoutSpec
+from .core.definition import HOOK_EVENTS, CallbackSpec, Definition, HookSpec, StepSpec, TimeoutSpec
 from .core.errors import ConfigurationError
+from .core.hooks import hook_name
 from .core.options import StepOptions, WorkflowOptions
 from .core.ports import Clock, RecordStore, SystemClock
 from .core.record import TypedRecord
@@ -151,32 +152,68 @@ class Builder(Generic[T, S]):
         self._definition.graph.add_edges(source, dests)
         return source, dests
 
-    def _add_hook(self, event: str, fn: F) -> F:
+    def _add_hook(self, event: str, method: str, fn: F | None, name: str | None) -> F | Callable[[F], F]:
+        if fn is None:
+            # ``@b.on_complete(name="...")``: the decorator is what was asked for.
+            return lambda f: self._register_hook(event, method, f, name)
+        return self._register_hook(event, method, fn, name)
+
+    def _register_hook(self, event: str, method: str, fn: F, name: str | None) -> F:
         self._check_open()
         if not callable(fn):
-            raise ConfigurationError(f"{event} hook is not callable: {fn!r}", workflow=self.name)
-        self._definition.hooks.setdefault(event, []).append(fn)
+            raise ConfigurationError(f"{method} hook is not callable: {fn!r}", workflow=self.name)
+        chosen = hook_name(fn, name, event=method, workflow=self.name)
+        hooks = self._definition.hooks.setdefault(event, [])
+        if any(h.name == chosen for h in hooks):
+            raise ConfigurationError(
+                f"an {method} hook named {chosen!r} is already registered: a hook's name identifies its pending "
+                "messages, so each hook of an event needs its own (register one of them with name=...)",
+                workflow=self.name,
+            )
+        hooks.append(HookSpec(name=chosen, fn=fn))
         return fn
 
     @overload
-    def on_complete(self, fn: Callable[[TypedRecord[T, S]], None]) -> Callable[[TypedRecord[T, S]], None]: ...
+    def on_complete(
+        self, fn: Callable[[TypedRecord[T, S]], None], *, name: str | None = None
+    ) -> Callable[[TypedRecord[T, S]], None]: ...
     @overload
-    def on_complete(self, fn: F) -> F: ...
-    def on_complete(self, fn: Any) -> Any:
-        """Register a hook run when a run reaches a terminal status (usable as a decorator)."""
-        return self._add_hook("completed", fn)
+    def on_complete(self, fn: F, *, name: str | None = None) -> F: ...
+    @overload
+    def on_complete(self, fn: None = None, *, name: str | None = None) -> Callable[[F], F]: ...
+    def on_complete(self, fn: Any = None, *, name: str | None = None) -> Any:
+        """Register a hook run when a run reaches a terminal status.
 
-    def on_cancel(self, fn: F) -> F:
-        """Register a hook run when a run is cancelled (usable as a decorator)."""
-        return self._add_hook("cancelled", fn)
+        ``name`` identifies the hook among the ``on_complete`` hooks (default:
+        the function's qualified name); two hooks of one event may not share
+        a name (``ConfigurationError``). Returns ``fn``, so it also works as
+        ``@b.on_complete`` or ``@b.on_complete(name="send-confirmation")``.
+        """
+        return self._add_hook("completed", "on_complete", fn, name)
 
-    def on_pause(self, fn: F) -> F:
-        """Register a hook run when a run is paused, by hand or after errors (usable as a decorator)."""
-        return self._add_hook("paused", fn)
+    @overload
+    def on_cancel(self, fn: F, *, name: str | None = None) -> F: ...
+    @overload
+    def on_cancel(self, fn: None = None, *, name: str | None = None) -> Callable[[F], F]: ...
+    def on_cancel(self, fn: Any = None, *, name: str | None = None) -> Any:
+        """Register a hook run when a run is cancelled; ``name`` as for ``on_complete``."""
+        return self._add_hook("cancelled", "on_cancel", fn, name)
 
-    def on_data_deleted(self, fn: F) -> F:
-        """Register a hook run once a run's data has been deleted (usable as a decorator)."""
-        return self._add_hook("data_deleted", fn)
+    @overload
+    def on_pause(self, fn: F, *, name: str | None = None) -> F: ...
+    @overload
+    def on_pause(self, fn: None = None, *, name: str | None = None) -> Callable[[F], F]: ...
+    def on_pause(self, fn: Any = None, *, name: str | None = None) -> Any:
+        """Register a hook run when a run is paused, by hand or after errors; ``name`` as for ``on_complete``."""
+        return self._add_hook("paused", "on_pause", fn, name)
+
+    @overload
+    def on_data_deleted(self, fn: F, *, name: str | None = None) -> F: ...
+    @overload
+    def on_data_deleted(self, fn: None = None, *, name: str | None = None) -> Callable[[F], F]: ...
+    def on_data_deleted(self, fn: Any = None, *, name: str | None = None) -> Any:
+        """Register a hook run once a run's data has been deleted; ``name`` as for ``on_complete``."""
+        return self._add_hook("data_deleted", "on_data_deleted", fn, name)
 
     def _check_open(self) -> None:
         if self._built:

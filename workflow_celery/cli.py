@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from .cli_hooks import add_hook_commands
 from .core.errors import RecordNotFound, WorkflowError
 from .core.record import Record
 from .core.run_state import RunState
@@ -429,6 +430,7 @@ def parser() -> argparse.ArgumentParser:
     from .cli_dead_letters import add_commands  # it imports this module
 
     add_commands(sub, positive=_positive, not_negative=_not_negative)
+    add_hook_commands(sub)
     return p
 
 

@@ -201,9 +201,13 @@ class MemoryStore:
         with self._lock:
             return list(self._history.get(run_id, []))
 
-    def outbox(self, run_id: str | None = None) -> list[OutboxMessage]:
+    def outbox(self, run_id: str | None = None, *, queue: str | None = None) -> list[OutboxMessage]:
         with self._lock:
-            rows = [m for m in self._outbox.values() if run_id is None or m.run_id == run_id]
+            rows = [
+                m
+                for m in self._outbox.values()
+                if (run_id is None or m.run_id == run_id) and (queue is None or m.queue == queue)
+            ]
         return sorted(rows, key=lambda m: (m.created_at, m.id))
 
     def claim_due_outbox(

@@ -113,7 +113,7 @@ def test_show_prints_the_last_error(
     assert "builtins.ConnectionError: payment gateway unavailable (attempt 1)" in show.stdout
     assert "max error retry threshold hit" in show.stdout
     assert "hook errors:" in show.stdout
-    assert "0:record_pause: 1 failed attempt(s), still failing, will retry" in show.stdout
+    assert "record_pause: 1 failed attempt(s), still failing, will retry" in show.stdout
     assert "builtins.RuntimeError: ticket system unavailable (call 1)" in show.stdout
     assert "flaky-steps.hooks.paused" in show.stdout  # its doorbell is pending
 

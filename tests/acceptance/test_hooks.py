@@ -102,7 +102,7 @@ def test_failing_hook_is_retried_with_growing_delays_and_counted(
     [errors] = store.hook_errors(run_id)
     assert errors.count == 2 and "ticket system unavailable (call 2)" in errors.last_error.message
     metrics = urllib.request.urlopen("http://127.0.0.1:19187/metrics", timeout=10).read().decode()
-    hook = 'hook="0:record_complete",workflow="flaky-steps"'
+    hook = 'hook="record_complete",workflow="flaky-steps"'
     assert re.search(rf"workflow_hook_executions_total\{{{hook}\}} 3\.0", metrics), metrics
     assert re.search(rf"workflow_hook_errors_total\{{{hook}\}} 2\.0", metrics), metrics
     assert re.search(rf"workflow_hook_duration_seconds_count\{{{hook}\}} 3\.0", metrics), metrics

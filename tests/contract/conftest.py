@@ -10,6 +10,7 @@ skip would only hide a broken setup.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -55,16 +56,29 @@ class PostgresServer:
         return self.base.set(database=name).render_as_string(hide_password=False)
 
     def terminate_connections(self, database: str) -> int:
+        """Have the server close every connection to ``database``; return once they are closed."""
         with self.admin.connect() as conn:
-            return len(
-                conn.execute(
+            # The backends are chosen first, in a materialized CTE: a condition on pg_stat_activity's pid
+            # alone may be evaluated before the one on its database, on the backends of every database.
+            pids = [
+                pid
+                for pid, terminated in conn.execute(
                     sa.text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = :db AND pid <> pg_backend_pid()"
+                        "WITH chosen AS MATERIALIZED (SELECT pid FROM pg_stat_activity "
+                        "WHERE datname = :db AND pid <> pg_backend_pid()) "
+                        "SELECT pid, pg_terminate_backend(pid) FROM chosen"
                     ),
                     {"db": database},
-                ).all()
-            )
+                )
+                if terminated
+            ]
+            deadline = time.monotonic() + 10
+            while conn.execute(
+                sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:pids)"), {"pids": list(pids)}
+            ).scalar_one():
+                assert time.monotonic() < deadline, "the terminated backends did not exit"
+                time.sleep(0.01)
+            return len(pids)
 
     def close(self) -> None:
         with self.admin.connect() as conn:

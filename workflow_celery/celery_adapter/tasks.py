@@ -22,7 +22,7 @@ from ..core.messages import describe_task, task_id, with_attempt
 from ..core.options import WorkflowOptions
 from ..core.ports import Clock, RecordStore
 from ..core.workflow import Workflow
-from .dispatcher import CeleryDispatcher
+from .dispatcher import dispatcher_for
 from .registry import registry
 
 
@@ -38,7 +38,7 @@ def attach_to_celery(
         raise ConfigurationError(
             "a workflow with this name is already built on this Celery app", workflow=definition.name
         )
-    wf: Workflow[Any, Any] = Workflow(definition, store, CeleryDispatcher(app), clock, options)
+    wf: Workflow[Any, Any] = Workflow(definition, store, dispatcher_for(app, options.publish_timeout), clock, options)
     for status, queue_name in definition.step_queues().items():
         _register_task(
             app,

@@ -48,6 +48,8 @@ class HookOutcome(enum.Enum):
     DROPPED_INVALID = "dropped_invalid"
     DROPPED_DONE = "dropped_done"
     DROPPED_RUNNING = "dropped_running"
+    LEFT_UNKNOWN = "hook_unknown_here"
+    """This process does not know the hook: its doorbell rings again later, for a worker that does."""
 
 
 @dataclass(frozen=True, slots=True)

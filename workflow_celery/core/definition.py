@@ -45,6 +45,14 @@ class TimeoutSpec:
     is_async: bool
 
 
+@dataclass(frozen=True)
+class HookSpec:
+    """A hook and the name that identifies it among the hooks of its event (see ``core.hooks``)."""
+
+    name: str
+    fn: HookFn
+
+
 @dataclass
 class Definition(Generic[T, S]):
     """Everything needed to run a workflow, independent of broker and store."""
@@ -56,7 +64,7 @@ class Definition(Generic[T, S]):
     steps: dict[int, StepSpec] = field(default_factory=dict)
     callbacks: dict[int, list[CallbackSpec]] = field(default_factory=dict)
     timeouts: dict[int, list[TimeoutSpec]] = field(default_factory=dict)
-    hooks: dict[str, list[HookFn]] = field(default_factory=dict)
+    hooks: dict[str, list[HookSpec]] = field(default_factory=dict)
 
     def status(self, value: int) -> S:
         return self.status_type(value)

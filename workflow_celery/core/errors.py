@@ -60,3 +60,7 @@ class AttemptAbandoned(WorkflowError):
 
 class SchemaMissing(WorkflowError):
     """the database has no workflow-celery schema, or an older one: run `workflow-celery db upgrade`"""
+
+
+class DatabaseConnectionLost(WorkflowError):
+    """the connection to the database was lost while a statement ran: it may or may not have been committed"""

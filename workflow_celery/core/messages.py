@@ -3,9 +3,10 @@
 A body carries identifiers only: ``{"workflow", "run_id", "foreign_id",
 "status", "version"}`` plus an optional ``"action"`` (``"step"`` by default,
 ``"timers"``, ``"timeout"``, ``"resume"``, ``"delete"``) and, for a timeout,
-its index. Hook doorbells add ``"event"`` and ``"hook"``. A published message
-also says which ``"attempt"`` it is (1 for the first): a copy of an attempt
-that has already failed is dropped, so a duplicate never skips the backoff.
+its index. Hook doorbells add ``"event"`` and ``"hook"``, the hook's name. A
+published message also says which ``"attempt"`` it is (1 for the first): a
+copy of an attempt that has already failed is dropped, so a duplicate never
+skips the backoff.
 
 One id scheme names everything: a doorbell's id is its row in the outbox and
 the claim a worker takes before running its work (``{run_id}.{version}`` for
@@ -63,8 +64,23 @@ def doorbell_id(run_id: str, version: int, action: Action, timeout: int = 0) -> 
     return f"{run_id}.{version}.{action.value}"
 
 
-def hook_doorbell_id(run_id: str, version: int, event: str, index: int) -> str:
-    return f"{run_id}.{version}.hook.{event}.{index}"
+def hook_doorbell_id(run_id: str, version: int, event: str, hook: str) -> str:
+    """``{run_id}.{version}.hook.{event}.{hook name}``: one doorbell per hook of a run-state change.
+
+    A label of the older ``{index}:{qualname}`` form (rows and messages
+    written before hooks had names) gives the id those rows were written
+    with, ``….hook.{event}.{index}``.
+    """
+    legacy = legacy_hook_label(hook)
+    return f"{run_id}.{version}.hook.{event}.{hook if legacy is None else legacy[0]}"
+
+
+def legacy_hook_label(hook: str) -> tuple[int, str] | None:
+    """``(index, qualname)`` of a label of the older ``{index}:{qualname}`` form; None for a hook name."""
+    index, colon, qualname = hook.partition(":")
+    if colon and index.isascii() and index.isdigit():
+        return int(index), qualname
+    return None
 
 
 def task_id(message_id: str, attempt: int) -> str:
@@ -81,10 +97,9 @@ def message_id_of(body: Any) -> str | None:
         return None
     if "hook" in body:
         hook, event = body.get("hook"), body.get("event")
-        index = hook.split(":", 1)[0] if isinstance(hook, str) else ""
-        if not isinstance(event, str) or not index.isdigit():
+        if not isinstance(event, str) or not isinstance(hook, str) or not hook:
             return None
-        return hook_doorbell_id(run_id, version, event, int(index))
+        return hook_doorbell_id(run_id, version, event, hook)
     try:
         action = Action(body.get("action", "step"))
     except ValueError:

@@ -19,6 +19,7 @@ DEFAULT_AUTO_RESUME_AFTER = timedelta(hours=1)
 DEFAULT_HOOK_ERR_BACKOFF = timedelta(seconds=1)
 DEFAULT_HOOK_MAX_BACKOFF = timedelta(minutes=5)
 DEFAULT_MAX_RETRY_COUNTDOWN = timedelta(seconds=60)
+DEFAULT_PUBLISH_TIMEOUT = timedelta(seconds=1)
 
 
 def _check_positive(name: str, value: timedelta | None, workflow: str) -> None:
@@ -86,6 +87,9 @@ class WorkflowOptions:
     """Retries due within this long go through the broker (Celery's ``Task.retry`` with a countdown);
     later ones wait in the database until the relay publishes them. Keep it well under Redis'
     ``visibility_timeout``; ``timedelta(0)`` keeps every retry in the database."""
+    publish_timeout: timedelta = DEFAULT_PUBLISH_TIMEOUT
+    """How long publishing after a commit may wait on each broker operation before it gives up and leaves the
+    doorbells to the relay: a broker that accepts connections but does not answer never holds the caller longer."""
     metrics: Any = None
     """Receives hook execution metrics; default: Prometheus (``workflow_celery.metrics``)."""
     custom_delete: Callable[[Any], Any] | None = None
@@ -109,6 +113,7 @@ class WorkflowOptions:
             "relay_interval",
             "hook_err_backoff",
             "hook_max_backoff",
+            "publish_timeout",
         ):
             value = getattr(opts, name)
             if not isinstance(value, timedelta):

@@ -203,8 +203,8 @@ class RecordStore(Protocol):
         """Every stored version of a run, oldest first."""
         ...
 
-    def outbox(self, run_id: str | None = None) -> list[OutboxMessage]:
-        """Pending doorbells, oldest first (all runs when run_id is None)."""
+    def outbox(self, run_id: str | None = None, *, queue: str | None = None) -> list[OutboxMessage]:
+        """Pending doorbells, oldest first: of one run and/or one queue, or all of them."""
         ...
 
     def claim_due_outbox(

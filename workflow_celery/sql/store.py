@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
 from datetime import datetime, timedelta
+from select import POLLIN, poll
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -46,11 +47,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from ..core.dead_letters import DeadLetter
-from ..core.errors import ConfigurationError, RecordNotFound, SchemaMissing, SerializationError, WorkflowInProgress
+from ..core.errors import (
+    ConfigurationError,
+    DatabaseConnectionLost,
+    RecordNotFound,
+    SchemaMissing,
+    SerializationError,
+    WorkflowInProgress,
+)
 from ..core.ports import Claim, ErrorInfo, HookErrors, Order, OutboxKind, OutboxMessage, StepErrors
 from ..core.record import HistoryEntry, Meta, Record
 from ..core.run_state import IN_PROGRESS_VALUES, RunState
@@ -103,7 +111,9 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
         _configure_sqlite(engine, wal=not in_memory)
         return engine
     if backend == "postgresql":
-        return create_engine(parsed, echo=echo, pool_size=pool_size)
+        engine = create_engine(parsed, echo=echo, pool_size=pool_size)
+        event.listen(engine, "checkout", _closed_by_server)
+        return engine
     raise ConfigurationError(f"unsupported database {backend!r}: use postgresql or sqlite")
 
 
@@ -117,6 +127,32 @@ def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
                 _enable_wal(cursor)
         finally:
             cursor.close()
+
+
+def _closed_by_server(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Refuse a pooled PostgreSQL connection the server has closed, before any statement is sent on it.
+
+    An idle connection has nothing to read. When the server closes it (a
+    restart, a failover, ``pg_terminate_backend``, an idle timeout) it first
+    sends the reason and then the end of the stream, so the socket becomes
+    readable: one ``poll`` with no wait, no round trip. Raising
+    ``DisconnectionError`` here makes SQLAlchemy's pool open a new connection
+    instead (its documented pessimistic disconnect handling), so the statement
+    runs once, on a live connection. A connection that dies without a word
+    (a host gone from the network) is not seen here; a statement on it fails
+    with ``DatabaseConnectionLost``, and is never sent again on its own.
+    """
+    pgconn = getattr(dbapi_connection, "pgconn", None)
+    if pgconn is None:
+        return
+    try:
+        fd = pgconn.socket
+    except Exception:
+        raise DisconnectionError("the connection is closed") from None
+    poller = poll()
+    poller.register(fd, POLLIN)
+    if poller.poll(0):
+        raise DisconnectionError("the server closed the connection, or sent something while it was idle")
 
 
 def _asynchronous_commit(dbapi_connection: Any, _record: Any) -> None:
@@ -744,6 +780,22 @@ def _schema_missing(exc: DBAPIError) -> bool:
     return isinstance(exc.orig, sqlite3.OperationalError) and any(s in str(exc.orig) for s in _SQLITE_UNDEFINED)
 
 
+# PostgreSQL's connection_exception class, and admin_shutdown, crash_shutdown, cannot_connect_now.
+_PG_CONNECTION_GONE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def _connection_gone(exc: DBAPIError) -> bool:
+    """Whether a statement failed because its connection went away, whether or not SQLAlchemy noticed.
+
+    The server's "terminating connection" error can be read before the end of
+    the stream, and then the driver does not yet call the connection broken.
+    """
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return exc.connection_invalidated or (
+        isinstance(sqlstate, str) and sqlstate.startswith(_PG_CONNECTION_GONE_SQLSTATES)
+    )
+
+
 def _run_filters(
     workflow_name: str | None,
     status: int | None,
@@ -842,14 +894,30 @@ class SQLStore:
             ) from None
 
     @contextmanager
+    def _lost_mid_statement(self) -> Iterator[None]:
+        # Only for statements on a connection already checked out: a failure to connect wrote nothing and
+        # keeps SQLAlchemy's error. One lost while a statement ran may have been committed or not, and is
+        # not retried: re-running a write that did commit would apply it twice.
+        try:
+            yield
+        except DBAPIError as exc:
+            if not _connection_gone(exc):
+                raise
+            detail = " ".join(str(exc.orig).split("\n", 1)[0].split())
+            raise DatabaseConnectionLost(
+                f"the connection to the database was lost while a statement ran ({detail}): it may or may not "
+                "have been committed; read the run back before doing it again"
+            ) from exc
+
+    @contextmanager
     def _statement(self) -> Iterator[Connection]:
-        with self._schema_checked(), self._guard(), self._autocommit.connect() as conn:
+        with self._schema_checked(), self._guard(), self._autocommit.connect() as conn, self._lost_mid_statement():
             yield conn
 
     @contextmanager
     def _claim_statement(self) -> Iterator[Connection]:
         """A statement about claims: on PostgreSQL, committed without waiting for the WAL flush."""
-        with self._schema_checked(), self._guard(), self._claims.connect() as conn:
+        with self._schema_checked(), self._guard(), self._claims.connect() as conn, self._lost_mid_statement():
             yield conn
 
     @contextmanager
@@ -1049,10 +1117,13 @@ class SQLStore:
 
     # ------------------------------------------------------------------ outbox
 
-    def outbox(self, run_id: str | None = None) -> list[OutboxMessage]:
-        """Pending doorbells ordered by (created_at, id), of one run or of all."""
+    def outbox(self, run_id: str | None = None, *, queue: str | None = None) -> list[OutboxMessage]:
+        """Pending doorbells ordered by (created_at, id): of one run and/or one queue, or all of them."""
         with self._statement() as conn:
-            if run_id is None:
+            if queue is not None:
+                query = _OUTBOX_ALL.where(outbox.c.queue == queue)
+                rows = conn.execute(query if run_id is None else query.where(outbox.c.run_id == run_id)).all()
+            elif run_id is None:
                 rows = conn.execute(_OUTBOX_ALL).all()
             else:
                 rows = conn.execute(_OUTBOX_OF_RUN, {"b_run_id": run_id}).all()
