@@ -202,7 +202,10 @@ def test_a_step_that_kills_its_process_is_counted_and_pauses_the_run(
     assert record.meta.run_state_reason.startswith("max error retry threshold hit: AttemptAbandoned")
     # Nothing rings the step again but the automatic resume, an hour later.
     assert [m.body.get("action") for m in store.outbox(run_id)] == ["resume"]
-    assert "WorkerLostError" in worker.output()
+    out = worker.output()
+    assert "WorkerLostError" in out
+    # A new pool process after each death must leave the main process' publishing connection alone.
+    assert "message(s) failed" not in out, out
 
 
 def test_a_naive_timer_is_a_failed_attempt_at_its_status(

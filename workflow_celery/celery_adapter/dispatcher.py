@@ -25,6 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Celery
+from kombu.connection import ConnectionPool
 from kombu.pools import ProducerPool
 
 from ..core.definition import Definition
@@ -67,6 +68,18 @@ def dispatcher_for(app: Celery, publish_timeout: timedelta) -> CeleryDispatcher:
     return dispatchers[publish_timeout]
 
 
+class _ConnectionsOfOneProcess(ConnectionPool):
+    """A connection pool that a forked child leaves alone.
+
+    kombu's pools "close" their connections in every forked child, and closing a
+    py-amqp connection shuts its socket down, for the parent as well: each new
+    pool process of a prefork worker would cut the main process' publishing
+    connection. A child opens a pool of its own instead (``_producers``).
+    """
+
+    close_after_fork = False
+
+
 class CeleryDispatcher:
     """Publishes doorbells as Celery task messages (JSON kwargs, ids only), giving up after ``publish_timeout``.
 
@@ -104,8 +117,8 @@ class CeleryDispatcher:
         probe.release()
         connection = self.app.connection_for_write(connect_timeout=self.timeout, transport_options=options)
         limit = self.app.conf.broker_pool_limit
-        pool = ProducerPool(connection.Pool(limit=limit), limit=limit, Producer=self.app.amqp.Producer)  # type: ignore[no-untyped-call]
-        return pool
+        connections = _ConnectionsOfOneProcess(connection, limit=limit)  # type: ignore[no-untyped-call]
+        return ProducerPool(connections, limit=limit, Producer=self.app.amqp.Producer, close_after_fork=False)  # type: ignore[no-untyped-call]
 
     def publish(self, messages: Sequence[OutboxMessage]) -> None:
         producers = self._producers()
