@@ -66,10 +66,10 @@ def _timed(name: str, fn: F) -> F:
 
 
 def _instrument() -> None:
-    # The step tasks call ``wf.handle_step`` through the instance and the engine
+    # The step tasks call ``wf.engine.handle_step`` through the instance and the engine
     # reaches the store, dispatcher and codec through attributes, so wrapping the
     # bound methods on these instances observes the real hot path unchanged.
-    handle_step = wf.handle_step
+    handle_step = wf.engine.handle_step
     relay_once = wf.relay_once
 
     def counting_handle_step(status: int, body: Any) -> Any:
@@ -85,15 +85,14 @@ def _instrument() -> None:
             stats().add("relay.published", count=sent)
         return sent
 
-    wf.handle_step = counting_handle_step  # type: ignore[method-assign]
+    wf.engine.handle_step = counting_handle_step  # type: ignore[method-assign]
     wf.relay_once = counting_relay_once  # type: ignore[method-assign]
     if os.environ.get("BENCH_TIMINGS") == "1":
-        engine = wf.engine
         store.claim = _timed("store.claim", store.claim)  # type: ignore[method-assign]
         store.update_run = _timed("store.update_run", store.update_run)  # type: ignore[method-assign]
-        engine.dispatcher.publish = _timed("dispatcher.publish", engine.dispatcher.publish)  # type: ignore[method-assign]
-        engine.codec.decode = _timed("codec.decode", engine.codec.decode)  # type: ignore[method-assign]
-        engine.codec.encode = _timed("codec.encode", engine.codec.encode)  # type: ignore[method-assign]
+        wf.dispatcher.publish = _timed("dispatcher.publish", wf.dispatcher.publish)  # type: ignore[method-assign]
+        wf.codec.decode = _timed("codec.decode", wf.codec.decode)  # type: ignore[method-assign]
+        wf.codec.encode = _timed("codec.encode", wf.codec.encode)  # type: ignore[method-assign]
 
 
 if stats().enabled:

@@ -8,7 +8,7 @@ the next steps; duplicate, late or lost messages cannot corrupt a run.
 from __future__ import annotations
 
 from .builder import Builder, StepHandle, duration_timer, time_timer
-from .core.engine import Outcome
+from .core.answer import Outcome
 from .core.errors import (
     AwaitTimeout,
     ConfigurationError,

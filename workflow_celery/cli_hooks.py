@@ -16,8 +16,8 @@ from collections import Counter
 from typing import Any
 
 from .core.definition import HOOK_EVENTS
+from .core.doorbell import legacy_hook_label
 from .core.hooks import find_hook
-from .core.messages import legacy_hook_label
 from .core.ports import OutboxMessage
 from .core.workflow import Workflow
 

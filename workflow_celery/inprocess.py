@@ -27,9 +27,9 @@ from typing import Any
 from .core.answer import Answer, HookOutcome, Outcome
 from .core.claims import ClaimKeeper
 from .core.definition import Definition
+from .core.doorbell import with_attempt
 from .core.errors import ConfigurationError
 from .core.maintenance import Maintenance
-from .core.messages import with_attempt
 from .core.options import WorkflowOptions
 from .core.ports import Clock, OutboxMessage, RecordStore
 from .core.workflow import Workflow
@@ -90,12 +90,8 @@ class InProcessBroker:
             raise ConfigurationError("a workflow with this name is already attached", workflow=definition.name)
         wf: Workflow[Any, Any] = Workflow(definition, store, self, clock, options)
         self._workflows[definition.name] = wf
-        for status, queue_name in definition.step_queues().items():
-            self._handlers[queue_name] = (wf, _step_handler(wf, status))
-        self._handlers[definition.delete_queue()] = (wf, wf.handle_delete)
-        for event, fns in definition.hooks.items():
-            if fns:
-                self._handlers[definition.hook_queue_for(event)] = (wf, _hook_handler(wf, event))
+        for queue_name, handler in wf.routes().items():
+            self._handlers[queue_name] = (wf, handler)
         return wf
 
     @property
@@ -221,17 +217,3 @@ class InProcessBroker:
 
     def _relay_loop(self) -> None:
         Maintenance(list(self._workflows.values())).run(self._stop)
-
-
-def _step_handler(wf: Workflow[Any, Any], status: int) -> Callable[[Any], Answer]:
-    def handle(body: Any) -> Answer:
-        return wf.handle_step(status, body)
-
-    return handle
-
-
-def _hook_handler(wf: Workflow[Any, Any], event: str) -> Callable[[Any], Answer]:
-    def handle(body: Any) -> Answer:
-        return wf.handle_hook(event, body)
-
-    return handle

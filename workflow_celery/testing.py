@@ -64,7 +64,7 @@ def in_process(
 
 def _pump(wf: Workflow[Any, Any]) -> None:
     """When the workflow runs on an idle in-process broker, answer its messages now."""
-    dispatcher = wf.engine.dispatcher
+    dispatcher = wf.dispatcher
     if isinstance(dispatcher, InProcessBroker) and not dispatcher._threads:
         dispatcher.drain()
         dispatcher.relay()
@@ -72,7 +72,7 @@ def _pump(wf: Workflow[Any, Any]) -> None:
 
 
 def _normalise(wf: Workflow[Any, Any], value: Any) -> Any:
-    return json.loads(wf.engine.codec.encode(value))
+    return json.loads(wf.codec.encode(value))
 
 
 def wait_for(
@@ -92,7 +92,7 @@ def wait_for(
             record = None
         if record is not None:
             for entry in wf.store.history(record.run_id):
-                run = wf._run_from_history(record, entry)
+                run = wf.typed.run(record, entry)
                 if predicate(run):
                     return run
         if time.monotonic() >= deadline:
@@ -113,7 +113,7 @@ def require(
     run = wait_for(wf, foreign_id, lambda r: r.status == status, timeout=timeout)
     record = wf.store.latest(wf.name, foreign_id)
     matching = [e for e in wf.store.history(record.run_id) if e.status == int(status)]
-    last = wf._run_from_history(record, matching[-1]) if matching else run
+    last = wf.typed.run(record, matching[-1]) if matching else run
     got, want = _normalise(wf, last.object), _normalise(wf, expected_object)
     if got != want:
         raise AssertionError(f"{wf.name} {foreign_id!r} at {status.name}: object is {got!r}, expected {want!r}")

@@ -25,8 +25,8 @@ from workflow_celery import (
     RunState,
     Workflow,
 )
+from workflow_celery.core.doorbell import with_attempt
 from workflow_celery.core.errors import AttemptAbandoned
-from workflow_celery.core.messages import with_attempt
 from workflow_celery.core.ports import OutboxMessage
 from workflow_celery.core.record import Record
 from workflow_celery.testing import FakeClock

@@ -18,6 +18,7 @@ from workflow_celery import (
     RunState,
     Workflow,
 )
+from workflow_celery.core.failures import backoff
 from workflow_celery.core.run_state import TRANSITIONS, can_transition
 from workflow_celery.testing import FakeClock
 
@@ -88,10 +89,14 @@ def test_failing_twice_then_succeeding_completes_with_growing_delays() -> None:
 def test_backoff_is_capped() -> None:
     clock = FakeClock()
     wf, _, _ = flaky_workflow(Flaky(0), clock, max_backoff=timedelta(seconds=60))
-    spec = wf.definition.steps[Status.START]
-    delays = [wf.engine.backoff(spec, n) for n in range(1, 12)]
+    base, cap, _ = wf.failures.options_at(Status.START)
+    assert (base, cap) == (timedelta(seconds=10), timedelta(seconds=60))  # the step's err_backoff, the build's cap
+    delays = [backoff(base, cap, n) for n in range(1, 12)]
     assert all(d <= timedelta(seconds=60) for d in delays)
     assert delays[-1] >= timedelta(seconds=45)
+    assert [backoff(base, cap, n, jitter=False) for n in (1, 2, 3, 4, 100)] == [
+        timedelta(seconds=s) for s in (10, 20, 40, 60, 60)
+    ]
 
 
 def test_retry_is_not_published_before_it_is_due() -> None:
@@ -231,8 +236,8 @@ def states_reachable(clock: FakeClock) -> dict[RunState, tuple[Workflow[Thing, S
 
     out[RunState.INITIATED] = (wf, new())
     running = new()
-    wf.engine.store.update_run(
-        wf.engine.next_record(wf.store.lookup(running), run_state=RunState.RUNNING, now=clock.now()), 1, []
+    wf.store.update_run(
+        wf.transitions.next_record(wf.store.lookup(running), run_state=RunState.RUNNING, now=clock.now()), 1, []
     )
     out[RunState.RUNNING] = (wf, running)
     paused = new()

@@ -10,8 +10,8 @@ import pytest
 
 from tests.unit.workflows import Status, Thing, chain
 from workflow_celery import ConfigurationError, InProcessBroker, MemoryStore, TypedRecord, Workflow
+from workflow_celery.core.doorbell import hook_doorbell_id, message_id_of
 from workflow_celery.core.hooks import HookOutcome
-from workflow_celery.core.messages import hook_doorbell_id, message_id_of
 from workflow_celery.core.ports import OutboxMessage
 from workflow_celery.testing import FakeClock
 

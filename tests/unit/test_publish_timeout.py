@@ -31,7 +31,7 @@ def publishing_connection(dispatcher: CeleryDispatcher):  # type: ignore[no-unty
 def test_redis_publishes_time_out_on_connect_and_on_every_command() -> None:
     celery = app("redis://127.0.0.1:6379/15", visibility_timeout=3600)
     wf = chain().build(celery, MemoryStore(), publish_timeout=timedelta(seconds=2))
-    connection = publishing_connection(wf.engine.dispatcher)  # type: ignore[arg-type]
+    connection = publishing_connection(wf.dispatcher)  # type: ignore[arg-type]
     assert connection.connect_timeout == 2.0
     assert connection.transport_options == {
         "visibility_timeout": 3600,
@@ -60,8 +60,8 @@ def test_workflows_with_the_same_timeout_share_connections_and_a_forked_process_
     other = Builder("other", Thing, Status)
     other.add_step(Status.START, start, Status.MIDDLE)
     second = other.build(celery, MemoryStore())
-    assert first.engine.dispatcher is second.engine.dispatcher
-    dispatcher = first.engine.dispatcher
+    assert first.dispatcher is second.dispatcher
+    dispatcher = first.dispatcher
     assert isinstance(dispatcher, CeleryDispatcher)
     pool = dispatcher._producers()
     assert dispatcher._producers() is pool

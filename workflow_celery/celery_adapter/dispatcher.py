@@ -29,7 +29,7 @@ from kombu.connection import ConnectionPool
 from kombu.pools import ProducerPool
 
 from ..core.definition import Definition
-from ..core.messages import describe_task, task_id, with_attempt
+from ..core.doorbell import describe_task, task_id, with_attempt
 from ..core.ports import OutboxMessage
 from .registry import registry
 

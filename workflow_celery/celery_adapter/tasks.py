@@ -17,8 +17,8 @@ from celery.exceptions import Retry
 
 from ..core.answer import Answer, Outcome
 from ..core.definition import Definition
+from ..core.doorbell import describe_task, task_id, with_attempt
 from ..core.errors import ConfigurationError
-from ..core.messages import describe_task, task_id, with_attempt
 from ..core.options import WorkflowOptions
 from ..core.ports import Clock, RecordStore
 from ..core.workflow import Workflow
@@ -39,40 +39,20 @@ def attach_to_celery(
             "a workflow with this name is already built on this Celery app", workflow=definition.name
         )
     wf: Workflow[Any, Any] = Workflow(definition, store, dispatcher_for(app, options.publish_timeout), clock, options)
-    for status, queue_name in definition.step_queues().items():
-        _register_task(
-            app,
-            wf,
-            queue_name,
-            f"Step {definition.status_name(status)} of workflow {wf.name}.",
-            _step_runner(wf, status),
-        )
-    _register_task(app, wf, definition.delete_queue(), f"Data deletion of workflow {wf.name}.", wf.handle_delete)
-    for event, fns in definition.hooks.items():
-        if fns:
-            _register_task(
-                app,
-                wf,
-                definition.hook_queue_for(event),
-                f"{event} hooks of workflow {wf.name}.",
-                _hook_runner(wf, event),
-            )
+    for queue_name, handler in wf.routes().items():
+        _register_task(app, wf, queue_name, _task_doc(definition, queue_name), handler)
     reg[definition.name] = wf
     return wf
 
 
-def _step_runner(wf: Workflow[Any, Any], status: int) -> Callable[[Any], Answer]:
-    def run(body: Any) -> Answer:
-        return wf.handle_step(status, body)
-
-    return run
-
-
-def _hook_runner(wf: Workflow[Any, Any], event: str) -> Callable[[Any], Answer]:
-    def run(body: Any) -> Answer:
-        return wf.handle_hook(event, body)
-
-    return run
+def _task_doc(definition: Definition[Any, Any], queue: str) -> str:
+    """A task's docstring, shown by ``celery inspect registered`` and Flower's task page."""
+    if queue == definition.delete_queue():
+        return f"Data deletion of workflow {definition.name}."
+    for status, name in definition.step_queues().items():
+        if name == queue:
+            return f"Step {definition.status_name(status)} of workflow {definition.name}."
+    return f"{queue.rsplit('.', 1)[-1]} hooks of workflow {definition.name}."
 
 
 def _register_task(

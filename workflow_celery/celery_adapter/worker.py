@@ -20,8 +20,8 @@ from celery.exceptions import ImproperlyConfigured, TimeLimitExceeded, WorkerLos
 from celery.worker import state as worker_state
 
 from ..core.claims import ClaimKeeper
+from ..core.doorbell import message_id_of
 from ..core.maintenance import Maintenance
-from ..core.messages import message_id_of
 from .purge import install_purge_patterns
 from .registry import registry, workflow_of_task
 from .worker_queues import WorkflowQueues, note_requested_queues

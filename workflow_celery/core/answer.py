@@ -11,8 +11,22 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 
-from .failure import RetryPlan
+
+@dataclass(frozen=True, slots=True)
+class RetryPlan:
+    """When a failed attempt is tried again, and how the broker is told.
+
+    ``countdown`` (seconds) is set when the retry goes through the broker now
+    (Celery's ``Task.retry``); the database keeps ``backstop_at`` so that a
+    retry lost with the broker is rung again by the relay. Without a
+    countdown the retry waits in the database only, until ``retry_at``.
+    """
+
+    retry_at: datetime
+    backstop_at: datetime
+    countdown: float | None
 
 
 class Outcome(enum.Enum):

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from .messages import message_id_of
+from .doorbell import message_id_of
 from .workflow import Workflow
 
 log = logging.getLogger(__name__)

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .options import StepOptions
+from .run_state import RunState
 from .status_graph import StatusGraph, status_slug
 
 T = TypeVar("T")
 S = TypeVar("S", bound=enum.IntEnum)
 
-StepFn = Callable[..., "S | Awaitable[S]"]
 HookFn = Callable[..., Any]
 
 HOOK_EVENTS = ("completed", "cancelled", "paused", "data_deleted")
+HOOK_EVENT_BY_STATE: dict[RunState, str] = {
+    RunState.COMPLETED: "completed",
+    RunState.CANCELLED: "cancelled",
+    RunState.PAUSED: "paused",
+    RunState.DATA_DELETED: "data_deleted",
+}
+"""The hook event a change to each run state fires."""
 
 
 @dataclass(frozen=True)

@@ -22,44 +22,25 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 from .answer import Answer, HookOutcome
 from .definition import Definition, HookSpec
+from .doorbell import attempt_of, hook_doorbell_id, legacy_hook_label
 from .errors import AttemptAbandoned, ConfigurationError, WorkflowError
-from .failure import backoff, capture_error, plan_retry
-from .messages import attempt_of, hook_doorbell_id, legacy_hook_label
+from .failures import backoff, capture_error, plan_retry
 from .options import WorkflowOptions
-from .ports import Claim, Clock, OutboxMessage, RecordStore
-from .record import HistoryEntry, Record, TypedRecord
-from .run_state import RunState
+from .ports import Claim, Claims, Clock, ErrorLog, Metrics, Outbox, RunStore
+from .run import call_user
+from .typed import Typed
 
 T = TypeVar("T")
 S = TypeVar("S", bound=enum.IntEnum)
 
 log = logging.getLogger(__name__)
 
-HOOK_EVENT_BY_STATE: dict[RunState, str] = {
-    RunState.COMPLETED: "completed",
-    RunState.CANCELLED: "cancelled",
-    RunState.PAUSED: "paused",
-    RunState.DATA_DELETED: "data_deleted",
-}
-
 MAX_HOOK_NAME_LENGTH = 100
 """Characters a hook name may have: it is part of its doorbells' ids, which the database keeps in 200."""
-
-
-class Metrics(Protocol):
-    """Where hook executions are counted (Prometheus in workers, nothing in unit tests)."""
-
-    def hook_finished(self, workflow: str, hook: str, seconds: float, ok: bool) -> None: ...
-
-
-class NoMetrics:
-    def hook_finished(self, workflow: str, hook: str, seconds: float, ok: bool) -> None:
-        return None
 
 
 def default_hook_name(fn: Callable[..., Any]) -> str:
@@ -114,55 +95,27 @@ def find_hook(definition: Definition[Any, Any], event: str, hook: str) -> HookSp
     return None
 
 
-def hook_doorbells(
-    definition: Definition[Any, Any], record: Record, now: datetime, redeliver_after: timedelta
-) -> list[OutboxMessage]:
-    event = HOOK_EVENT_BY_STATE.get(record.run_state)
-    if event is None:
-        return []
-    queue = definition.hook_queue_for(event)
-    bells = []
-    for spec in definition.hooks.get(event, []):
-        bells.append(
-            OutboxMessage(
-                id=hook_doorbell_id(record.run_id, record.meta.version, event, spec.name),
-                workflow_name=definition.name,
-                run_id=record.run_id,
-                kind="hook",
-                queue=queue,
-                task=queue,
-                body={
-                    "workflow": definition.name,
-                    "run_id": record.run_id,
-                    "foreign_id": record.foreign_id,
-                    "status": record.status,
-                    "version": record.meta.version,
-                    "event": event,
-                    "hook": spec.name,
-                },
-                created_at=now,
-                # If this message is lost, the relay rings again; the hook runs at least once.
-                due_at=now + redeliver_after,
-            )
-        )
-    return bells
+class HookStore(RunStore, Outbox, Claims, ErrorLog, Protocol):
+    """The roles of the store hooks are answered with."""
 
 
 class HookRunner(Generic[T, S]):
+    """Answers the doorbells of one workflow's hook queues: runs one hook of one run-state change."""
+
     def __init__(
         self,
         definition: Definition[T, S],
-        store: RecordStore,
+        store: HookStore,
         clock: Clock,
         options: WorkflowOptions,
-        snapshot: Callable[[Record, HistoryEntry], TypedRecord[T, S]],
+        typed: Typed[T, S],
         metrics: Metrics,
     ) -> None:
         self.definition = definition
         self.store = store
         self.clock = clock
         self.options = options
-        self.snapshot = snapshot
+        self.typed = typed
         self.metrics = metrics
         self._left: set[tuple[str, str]] = set()
         """``(event, hook)`` of the unknown hooks this process has said it leaves to others: said once each."""
@@ -209,7 +162,7 @@ class HookRunner(Generic[T, S]):
             if entry is None:
                 self.store.delete_outbox([message_id])
                 return Answer(HookOutcome.DROPPED_INVALID, message_id)
-            spec.fn(self.snapshot(claim.record, entry))
+            call_user(spec.fn, self.typed.record(claim.record, entry))
         except Exception as exc:
             self.metrics.hook_finished(name, spec.name, time.perf_counter() - started, False)
             return self._failed(message_id, run_id, spec.name, token, attempt, exc)

@@ -1,4 +1,4 @@
-"""The ports the engine talks through: record store, dispatcher, clock.
+"""The ports the engine talks through: the record store and its roles, the dispatcher, the clock.
 
 Each has an in-memory implementation for unit tests and one contract test
 suite (``tests/contract``) that every implementation must pass.
@@ -115,9 +115,8 @@ class SystemClock:
         return datetime.now(UTC)
 
 
-@runtime_checkable
-class RecordStore(Protocol):
-    """Where runs, their history, doorbells and error counters live."""
+class RunStore(Protocol):
+    """Runs and their history: the records every transition writes with compare-and-set."""
 
     def create_schema(self) -> None:
         """Create or upgrade the tables (idempotent)."""
@@ -147,21 +146,6 @@ class RecordStore(Protocol):
         go back to 0 (their last error is kept). Returns False (writing nothing)
         on a version mismatch or an unknown run.
         """
-        ...
-
-    def scrub_history(self, run_id: str, obj: bytes) -> None:
-        """Replace the object in every history row of the run (data deletion)."""
-        ...
-
-    def insert_outbox(self, messages: Sequence[OutboxMessage]) -> None:
-        """Insert doorbells whose id is not present yet (idempotent)."""
-        ...
-
-    def stranded_runs(
-        self, workflow_name: str, statuses: Sequence[int], updated_before: datetime, limit: int
-    ) -> list[Record]:
-        """Initiated or running runs at one of ``statuses``, untouched since ``updated_before``,
-        that have no step doorbell at all: nothing would ever move them again. Oldest first."""
         ...
 
     def lookup(self, run_id: str) -> Record:
@@ -203,9 +187,30 @@ class RecordStore(Protocol):
         """Every stored version of a run, oldest first."""
         ...
 
+    def scrub_history(self, run_id: str, obj: bytes) -> None:
+        """Replace the object in every history row of the run (data deletion)."""
+        ...
+
+    def stranded_runs(
+        self, workflow_name: str, statuses: Sequence[int], updated_before: datetime, limit: int
+    ) -> list[Record]:
+        """Initiated or running runs at one of ``statuses``, untouched since ``updated_before``,
+        that have no step doorbell at all: nothing would ever move them again. Oldest first."""
+        ...
+
+
+class Outbox(Protocol):
+    """Doorbells waiting to be answered, and the relay's view of them."""
+
     def outbox(self, run_id: str | None = None, *, queue: str | None = None) -> list[OutboxMessage]:
         """Pending doorbells, oldest first: of one run and/or one queue, or all of them."""
         ...
+
+    def insert_outbox(self, messages: Sequence[OutboxMessage]) -> None:
+        """Insert doorbells whose id is not present yet (idempotent)."""
+        ...
+
+    def delete_outbox(self, message_ids: Sequence[str]) -> None: ...
 
     def claim_due_outbox(
         self,
@@ -224,7 +229,9 @@ class RecordStore(Protocol):
         """
         ...
 
-    def delete_outbox(self, message_ids: Sequence[str]) -> None: ...
+
+class Claims(Protocol):
+    """Who is running a doorbell's work now: at most one attempt at a time."""
 
     def claim(
         self,
@@ -267,6 +274,10 @@ class RecordStore(Protocol):
         """If ``token`` holds ``message_id``: delete it and insert ``messages``, atomically. False otherwise."""
         ...
 
+
+class Slots(Protocol):
+    """``parallel_count``: how many attempts at a step may run at once, across workers."""
+
     def acquire_slot(
         self, workflow_name: str, status: int, limit: int, holder: str, now: datetime, expires_at: datetime
     ) -> bool:
@@ -281,6 +292,10 @@ class RecordStore(Protocol):
     def release_slot(self, holder: str) -> None:
         """Free ``holder``'s slot (no-op if it expired and was taken by another)."""
         ...
+
+
+class ErrorLog(Protocol):
+    """Failed attempts: the counters that back off and pause runs, with their last error."""
 
     def record_failure(
         self,
@@ -323,6 +338,10 @@ class RecordStore(Protocol):
         """Failure counters of the run's hook executions (kept after a later success)."""
         ...
 
+
+class DeadLetterBox(Protocol):
+    """Messages no task could be given, kept for an operator."""
+
     def add_dead_letter(self, letter: DeadLetter) -> None:
         """Keep a message no task could be given; a second letter with the same id is ignored."""
         ...
@@ -340,6 +359,30 @@ class RecordStore(Protocol):
     def discard_dead_letters(self, ids: Sequence[str]) -> int:
         """Delete these dead letters; return how many of them there were."""
         ...
+
+
+@runtime_checkable
+class RecordStore(RunStore, Outbox, Claims, Slots, ErrorLog, DeadLetterBox, Protocol):
+    """Everything a workflow keeps in its database, in one store.
+
+    One object, because one transaction must often span several roles: a
+    transition writes the run, its history and its doorbells together, and a
+    failed attempt counts its failure and releases its claim together. Each
+    part of the library types against the narrowest role it needs.
+    """
+
+
+class Metrics(Protocol):
+    """Where executions are counted (Prometheus in workers, nothing by default)."""
+
+    def hook_finished(self, workflow: str, hook: str, seconds: float, ok: bool) -> None: ...
+
+
+class NoMetrics:
+    """Counts nothing."""
+
+    def hook_finished(self, workflow: str, hook: str, seconds: float, ok: bool) -> None:
+        return None
 
 
 class Dispatcher(Protocol):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from .record import TypedRecord
 
@@ -53,3 +56,15 @@ class Run(TypedRecord[T, S]):
     def cancel(self, reason: str = "") -> S:
         """Cancel the run (saving the object); it will never move again."""
         return cast(S, Directive(DirectiveKind.CANCEL, reason))
+
+
+def call_user(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a step, callback, timer, timeout or hook function; an ``async def`` one runs to completion here.
+
+    Workers run coroutine functions with ``asyncio.run``, one event loop per
+    call: a step never shares a loop with another.
+    """
+    result = fn(*args)
+    if inspect.iscoroutine(result):
+        return asyncio.run(result)
+    return result

@@ -56,3 +56,33 @@ def _as_str(value: object) -> str:
         return f"<unprintable {type(value).__qualname__} object>"
     except Exception:
         return "<unprintable object>"
+
+
+MAX_FOREIGN_ID_LENGTH = 512
+"""Characters a foreign id may have: it is indexed, and an index entry has a size limit."""
+
+
+def check_foreign_id(foreign_id: object, *, workflow: str) -> None:
+    """Refuse a foreign id no store can keep and find again: raises ``ValueError`` saying why.
+
+    It must be a non-empty ``str`` of at most ``MAX_FOREIGN_ID_LENGTH``
+    characters, without NUL characters or lone surrogates (PostgreSQL text
+    and UTF-8 have no room for them). It is an identifier, so it is refused
+    rather than altered.
+    """
+    if not isinstance(foreign_id, str) or not foreign_id:
+        raise ValueError(f"foreign_id must be a non-empty string, got {foreign_id!r} (workflow={workflow})")
+    if len(foreign_id) > MAX_FOREIGN_ID_LENGTH:
+        raise ValueError(
+            f"foreign_id is {len(foreign_id)} characters long; at most {MAX_FOREIGN_ID_LENGTH} are allowed "
+            f"(workflow={workflow})"
+        )
+    if "\x00" in foreign_id:
+        raise ValueError(f"foreign_id {foreign_id!r} contains a NUL character (workflow={workflow})")
+    if not foreign_id.isascii():
+        try:
+            foreign_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"foreign_id {foreign_id!r} is not valid Unicode (it contains a lone surrogate) (workflow={workflow})"
+            ) from None

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import enum
-import inspect
 import json
 import logging
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
+from . import relay
 from .answer import Answer, Outcome
+from .codec import ObjectCodec
 from .definition import Definition
+from .doorbell import ACTIVE, Planner
 from .engine import Engine
 from .errors import (
     AwaitTimeout,
@@ -24,11 +26,16 @@ from .errors import (
     SerializationError,
     WorkflowError,
 )
+from .failures import Failures
+from .hooks import HookRunner
 from .options import WorkflowOptions
-from .ports import Clock, Dispatcher, HookErrors, RecordStore, StepErrors
+from .ports import Clock, Dispatcher, HookErrors, NoMetrics, RecordStore, StepErrors
 from .record import HistoryEntry, Meta, Record, TypedRecord
-from .run import Run
+from .run import Run, call_user
 from .run_state import RunState
+from .text import check_foreign_id
+from .transition import Transitions
+from .typed import Typed
 from .visualise import mermaid
 
 T = TypeVar("T")
@@ -45,10 +52,18 @@ class RunFinished(WorkflowError):
     """the run finished without reaching the awaited status"""
 
 
+Handler = Callable[[Any], Answer]
+"""What a worker does with the keyword arguments of one message from a queue."""
+
+
 class Workflow(Generic[T, S]):
     """A built workflow bound to a store and a dispatcher.
 
-    Safe to share between threads; cheap to call from web views.
+    Safe to share between threads; cheap to call from web views. It puts
+    together the parts each concept lives in: ``codec`` and ``typed`` (the
+    object and the typed views of a record), ``planner`` (what a write rings),
+    ``transitions`` (writing the next version), ``failures`` (counting,
+    retrying, pausing), ``engine`` (answering doorbells) and ``hooks``.
     """
 
     def __init__(
@@ -61,9 +76,21 @@ class Workflow(Generic[T, S]):
     ) -> None:
         self.definition = definition
         self.store = store
+        self.dispatcher = dispatcher
         self.clock = clock
         self.options = options
-        self.engine: Engine[T, S] = Engine(definition, store, dispatcher, clock, options)
+        self.codec: ObjectCodec[T] = ObjectCodec(definition.name, definition.object_type)
+        self.typed: Typed[T, S] = Typed(definition, self.codec)
+        self.planner = Planner(definition, options)
+        self.transitions: Transitions[T, S] = Transitions(
+            definition, store, dispatcher, clock, self.codec, self.planner
+        )
+        self.failures: Failures[T, S] = Failures(definition, store, store, self.transitions, clock, options)
+        self.engine: Engine[T, S] = Engine(
+            definition, store, clock, options, self.codec, self.typed, self.planner, self.transitions, self.failures
+        )
+        metrics = options.metrics if options.metrics is not None else NoMetrics()
+        self.hooks: HookRunner[T, S] = HookRunner(definition, store, clock, options, self.typed, metrics)
         self.engine.check_deletable()
         starting = definition.graph.starting_nodes()
         self.default_start: S = definition.status(starting[0])
@@ -75,6 +102,21 @@ class Workflow(Generic[T, S]):
     def queues(self) -> builtins.list[str]:
         """Every queue this workflow's workers consume (steps and hooks)."""
         return self.definition.queues()
+
+    def routes(self) -> dict[str, Handler]:
+        """Every queue of the workflow and what a worker does with one message from it.
+
+        What a transport registers: a Celery task per queue, or the
+        in-process broker's table. A handler never raises for a bad message.
+        """
+        routes: dict[str, Handler] = {}
+        for status, queue in self.definition.step_queues().items():
+            routes[queue] = _step_route(self.engine, status)
+        routes[self.definition.delete_queue()] = self.engine.handle_delete
+        for event, specs in self.definition.hooks.items():
+            if specs:
+                routes[self.definition.hook_queue_for(event)] = _hook_route(self.hooks, event)
+        return routes
 
     # -- starting runs -----------------------------------------------------
 
@@ -94,9 +136,9 @@ class Workflow(Generic[T, S]):
                 workflow=self.name,
                 foreign_id=foreign_id,
             )
-        obj = self.engine.codec.default() if initial_value is None else initial_value
+        obj = self.codec.default() if initial_value is None else initial_value
         run_id = str(uuid.uuid4())
-        encoded = self.engine.codec.encode(obj, run_id=run_id, foreign_id=foreign_id)
+        encoded = self.codec.encode(obj, run_id=run_id, foreign_id=foreign_id)
         now = self.clock.now()
         terminal = self.definition.graph.is_terminal(int(start))
         record = Record(
@@ -110,15 +152,12 @@ class Workflow(Generic[T, S]):
             updated_at=now,
             meta=Meta(version=1, status_description=self.definition.status_name(int(start)), trace_origin=_caller()),
         )
-        bells = self.engine.doorbells_for(record, now)
+        bells = self.planner.plan(record, now)
         self.store.insert_run(record, bells.all)
-        self.engine.publish(bells.now)
+        self.transitions.publish(bells.now)
         return run_id
 
     # -- reading runs ------------------------------------------------------
-
-    def typed(self, record: Record) -> TypedRecord[T, S]:
-        return TypedRecord(**self.engine.fields(record))
 
     def _own(self, record: Record) -> Record:
         if record.workflow_name != self.name:
@@ -127,11 +166,11 @@ class Workflow(Generic[T, S]):
 
     def lookup(self, run_id: str) -> TypedRecord[T, S]:
         """The run with this id. Raises ``RecordNotFound``."""
-        return self.typed(self._own(self.store.lookup(run_id)))
+        return self.typed.record(self._own(self.store.lookup(run_id)))
 
     def latest(self, foreign_id: str) -> TypedRecord[T, S]:
         """The newest run for ``foreign_id``. Raises ``RecordNotFound``."""
-        return self.typed(self.store.latest(self.name, foreign_id))
+        return self.typed.record(self.store.latest(self.name, foreign_id))
 
     def list(
         self,
@@ -155,7 +194,7 @@ class Workflow(Generic[T, S]):
             offset=offset,
             order=order,
         )
-        return [self.typed(r) for r in records]
+        return [self.typed.record(r) for r in records]
 
     def history(self, run_id: str) -> builtins.list[HistoryEntry]:
         """Every stored version of a run, oldest first."""
@@ -188,7 +227,7 @@ class Workflow(Generic[T, S]):
                 )
             for entry in self.store.history(run_id):
                 if entry.status == int(status):
-                    return self._run_from_history(record, entry)
+                    return self.typed.run(record, entry)
             if record.run_state.finished:
                 raise RunFinished(
                     f"the run finished ({record.run_state.name}) at "
@@ -209,9 +248,6 @@ class Workflow(Generic[T, S]):
             time.sleep(sleep)
             poll = min(poll * 1.5, AWAIT_MAX_POLL)
 
-    def _run_from_history(self, record: Record, entry: HistoryEntry) -> Run[T, S]:
-        return Run(**self.engine.fields(record, entry))
-
     # -- callbacks ---------------------------------------------------------
 
     def callback(self, foreign_id: str, status: S, payload: bytes | str | Any) -> None:
@@ -231,17 +267,15 @@ class Workflow(Generic[T, S]):
         data = _payload_bytes(payload)
         for spec in specs:
             record = self.store.latest(self.name, foreign_id)
-            if record.status != int(status) or record.run_state not in (RunState.INITIATED, RunState.RUNNING):
+            if record.status != int(status) or record.run_state not in ACTIVE:
                 return
             try:
-                run = self.engine.to_run(record)
-                result = spec.fn(run, data)
-                if spec.is_async or inspect.iscoroutine(result):
-                    result = asyncio.run(result)
-                outcome = self.engine.apply_result(spec.status, spec.destinations, record, run, result, "callback")
+                run = self.typed.run(record)
+                result = call_user(spec.fn, run, data)
+                outcome = self.transitions.apply(spec.status, spec.destinations, record, run, result, "callback")
             except Exception as exc:
                 # A failed attempt like any other: counted at the status, pausing the run at the limit.
-                self.engine.callback_failed(record, exc)
+                self.failures.callback_failed(record, exc)
                 raise
             if outcome is not Outcome.SKIPPED:
                 return
@@ -272,7 +306,7 @@ class Workflow(Generic[T, S]):
     def _change_run_state(self, run_id: str, target: RunState, reason: str) -> None:
         for _ in range(CAS_ATTEMPTS):
             record = self._own(self.store.lookup(run_id))
-            if self.engine.change_run_state(record, target, reason, self.clock.now()):
+            if self.transitions.change_run_state(record, target, reason, self.clock.now()):
                 return
         raise WorkflowError(
             f"run kept changing; could not move it to {target.name} after {CAS_ATTEMPTS} attempts",
@@ -288,7 +322,7 @@ class Workflow(Generic[T, S]):
 
     def handle_hook(self, event: str, body: Any) -> Answer:
         """What a worker does with one message from a hook queue."""
-        return self.engine.handle_hook(event, body)
+        return self.hooks.handle(event, body)
 
     def hook_errors(self, run_id: str) -> builtins.list[HookErrors]:
         """Failure counters of the run's hooks (kept after a later success)."""
@@ -299,34 +333,12 @@ class Workflow(Generic[T, S]):
         return self.engine.handle_delete(body)
 
     def reconcile_once(self, now: datetime | None = None, *, limit: int = 500) -> int:
-        """Ring again runs that nothing would move: in progress, idle for ``redeliver_after``, no doorbell.
-
-        The outbox normally makes this impossible; this is the safety net for rows
-        removed by hand or lost with a restored backup. Safe to run in every worker.
-        """
-        now = now or self.clock.now()
-        stranded = self.store.stranded_runs(
-            self.name, list(self.definition.steps), now - self.options.redeliver_after, limit
-        )
-        bells = [b for r in stranded for b in self.engine.doorbells_for(r, now).now]
-        if bells:
-            self.store.insert_outbox(bells)
-            self.engine.publish(bells)
-            log.warning("re-enqueued %d stranded run(s) of workflow %s", len(stranded), self.name)
-        return len(stranded)
+        """Ring again runs that nothing would move; see ``relay.reconcile_once``."""
+        return relay.reconcile_once(self, now or self.clock.now(), limit=limit)
 
     def relay_once(self, now: datetime | None = None, *, limit: int = 500) -> int:
-        """Publish doorbells that are due (lost, never published, or retries); return how many."""
-        due = self.store.claim_due_outbox(
-            now or self.clock.now(),
-            limit=limit,
-            redeliver_after=self.options.redeliver_after,
-            max_interval=self.options.max_redeliver_interval,
-        )
-        # Doorbells of other workflows sharing the store are published too: a message
-        # names its own queue, so any process connected to the broker can ring it.
-        self.engine.publish(due)
-        return len(due)
+        """Publish doorbells that are due; see ``relay.relay_once``."""
+        return relay.relay_once(self, now or self.clock.now(), limit=limit)
 
     def visualise(self) -> str:
         """The status graph as mermaid ``stateDiagram-v2`` text."""
@@ -336,34 +348,18 @@ class Workflow(Generic[T, S]):
         return f"<Workflow {self.name} statuses={len(self.definition.graph.nodes)} steps={len(self.definition.steps)}>"
 
 
-MAX_FOREIGN_ID_LENGTH = 512
-"""Characters a foreign id may have: it is indexed, and an index entry has a size limit."""
+def _step_route(engine: Engine[Any, Any], status: int) -> Handler:
+    def handle(body: Any) -> Answer:
+        return engine.handle_step(status, body)
+
+    return handle
 
 
-def check_foreign_id(foreign_id: object, *, workflow: str) -> None:
-    """Refuse a foreign id no store can keep and find again: raises ``ValueError`` saying why.
+def _hook_route(hooks: HookRunner[Any, Any], event: str) -> Handler:
+    def handle(body: Any) -> Answer:
+        return hooks.handle(event, body)
 
-    It must be a non-empty ``str`` of at most ``MAX_FOREIGN_ID_LENGTH``
-    characters, without NUL characters or lone surrogates (PostgreSQL text
-    and UTF-8 have no room for them). It is an identifier, so it is refused
-    rather than altered.
-    """
-    if not isinstance(foreign_id, str) or not foreign_id:
-        raise ValueError(f"foreign_id must be a non-empty string, got {foreign_id!r} (workflow={workflow})")
-    if len(foreign_id) > MAX_FOREIGN_ID_LENGTH:
-        raise ValueError(
-            f"foreign_id is {len(foreign_id)} characters long; at most {MAX_FOREIGN_ID_LENGTH} are allowed "
-            f"(workflow={workflow})"
-        )
-    if "\x00" in foreign_id:
-        raise ValueError(f"foreign_id {foreign_id!r} contains a NUL character (workflow={workflow})")
-    if not foreign_id.isascii():
-        try:
-            foreign_id.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(
-                f"foreign_id {foreign_id!r} is not valid Unicode (it contains a lone surrogate) (workflow={workflow})"
-            ) from None
+    return handle
 
 
 def _payload_bytes(payload: Any) -> bytes:

@@ -1,4 +1,4 @@
-"""Doorbells: the messages a worker answers, how they are built, named and checked.
+"""Doorbells: the messages a worker answers, what a write rings, how they are named and checked.
 
 A body carries identifiers only: ``{"workflow", "run_id", "foreign_id",
 "status", "version"}`` plus an optional ``"action"`` (``"step"`` by default,
@@ -23,10 +23,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .definition import Definition
+from .definition import HOOK_EVENT_BY_STATE, Definition
 from .errors import WorkflowError
+from .options import WorkflowOptions
 from .ports import OutboxMessage
-from .record import Record
+from .record import Record, TypedRecord
+from .run_state import RunState
+
+ACTIVE = (RunState.INITIATED, RunState.RUNNING)
+"""Run states in which a run's step, timers and timeouts are rung."""
 
 
 class Action(enum.Enum):
@@ -193,6 +198,38 @@ def doorbell(
     )
 
 
+def hook_doorbells(
+    definition: Definition[Any, Any], record: Record, now: datetime, due_at: datetime
+) -> list[OutboxMessage]:
+    """One doorbell per hook of the run-state change ``record`` makes, kept until that hook succeeds."""
+    event = HOOK_EVENT_BY_STATE.get(record.run_state)
+    if event is None:
+        return []
+    queue = definition.hook_queue_for(event)
+    return [
+        OutboxMessage(
+            id=hook_doorbell_id(record.run_id, record.meta.version, event, spec.name),
+            workflow_name=definition.name,
+            run_id=record.run_id,
+            kind="hook",
+            queue=queue,
+            task=queue,
+            body={
+                "workflow": definition.name,
+                "run_id": record.run_id,
+                "foreign_id": record.foreign_id,
+                "status": record.status,
+                "version": record.meta.version,
+                "event": event,
+                "hook": spec.name,
+            },
+            created_at=now,
+            due_at=due_at,
+        )
+        for spec in definition.hooks.get(event, [])
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class Doorbells:
     """What a write rings: ``now`` is published right after commit, ``later`` by the relay when due."""
@@ -203,6 +240,76 @@ class Doorbells:
     @property
     def all(self) -> list[OutboxMessage]:
         return self.now + self.later
+
+
+class Planner:
+    """Decides what a write of a run rings, from the record alone; never raises.
+
+    Every doorbell is due ``redeliver_after`` after it was written (if it is
+    still in the outbox then, its message was lost or is stuck, and the relay
+    rings it again), except the automatic resume of a paused run, due
+    ``auto_resume_after`` later. Timeouts are not planned here: entering a
+    status with timeouts rings its *timers* doorbell, and a worker asks the
+    timers (``timeout_doorbells``), so a timer that fails is a failed attempt at
+    that status rather than a failure of the write that brought the run there.
+    """
+
+    def __init__(self, definition: Definition[Any, Any], options: WorkflowOptions) -> None:
+        self.definition = definition
+        self.options = options
+        self._step_queues = {s: definition.queue_for(s) for s in definition.steps}
+        self._status_queues = definition.step_queues()
+
+    def step(self, record: Record, now: datetime) -> OutboxMessage | None:
+        """The doorbell of the step at the record's status, if it has one and the run is active."""
+        queue = self._step_queues.get(record.status)
+        if queue is None or record.run_state not in ACTIVE:
+            return None
+        return doorbell(record, queue, now, action=Action.STEP, due_at=now + self.options.redeliver_after)
+
+    def plan(self, record: Record, now: datetime) -> Doorbells:
+        """Everything a write of ``record`` rings: its step, timers, automatic resume, data deletion, hooks."""
+        ring_now: list[OutboxMessage] = []
+        later: list[OutboxMessage] = []
+        redeliver = now + self.options.redeliver_after
+        step = self.step(record, now)
+        if step is not None:
+            ring_now.append(step)
+        if record.run_state in ACTIVE and self.definition.timeouts.get(record.status):
+            queue = self._status_queues[record.status]
+            ring_now.append(doorbell(record, queue, now, action=Action.TIMERS, due_at=redeliver))
+        step_queue = self._step_queues.get(record.status)
+        if record.run_state == RunState.PAUSED and step_queue is not None and self.options.auto_resume_after:
+            resume_at = now + self.options.auto_resume_after
+            later.append(doorbell(record, step_queue, now, action=Action.RESUME, due_at=resume_at))
+        if record.run_state == RunState.REQUESTED_DATA_DELETED:
+            queue = self.definition.delete_queue()
+            ring_now.append(doorbell(record, queue, now, action=Action.DELETE, due_at=redeliver))
+        ring_now.extend(hook_doorbells(self.definition, record, now, redeliver))
+        return Doorbells(now=ring_now, later=later)
+
+    def timeouts(self, record: Record, run: TypedRecord[Any, Any], now: datetime) -> list[OutboxMessage]:
+        """One doorbell per timeout of the record's status, due when its timer says.
+
+        Each timer is asked ``timer(run, arrived)`` with the time the run
+        arrived at the status. They are ordinary version-bound doorbells: the
+        run leaving the status deletes them, which is how a timeout is
+        cancelled. Raises ``TypeError`` for a timer that returns anything but
+        an aware datetime or None, and whatever the timer raises.
+        """
+        bells = []
+        queue = self._status_queues[record.status]
+        for index, spec in enumerate(self.definition.timeouts.get(record.status, [])):
+            expires = spec.timer(run, record.updated_at)
+            if expires is None:
+                continue
+            if not isinstance(expires, datetime) or expires.tzinfo is None:
+                raise TypeError(
+                    f"the timer of timeout {index} at {self.definition.status_name(record.status)} returned "
+                    f"{expires!r}: expected a timezone-aware datetime or None"
+                )
+            bells.append(doorbell(record, queue, now, action=Action.TIMEOUT, due_at=expires, timeout=index))
+        return bells
 
 
 def describe_task(definition: Definition[Any, Any] | None, body: Any, attempt: int) -> str:
