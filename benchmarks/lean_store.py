@@ -27,10 +27,10 @@ from psycopg.rows import dict_row
 from sqlalchemy import Connection
 
 from workflow_celery import SQLStore
+from workflow_celery.adapters.sql import store as sql_store
+from workflow_celery.adapters.sql.schema import to_utc
 from workflow_celery.core.ports import Claim, OutboxMessage
 from workflow_celery.core.record import Record
-from workflow_celery.sql import store as sql_store
-from workflow_celery.sql.schema import to_utc
 
 
 def _driver(conn: Connection) -> psycopg.Connection[Any]:

@@ -7,6 +7,9 @@ the next steps; duplicate, late or lost messages cannot corrupt a run.
 
 from __future__ import annotations
 
+from .adapters.inprocess import InProcessBroker
+from .adapters.memory import MemoryStore
+from .adapters.sql import SQLStore
 from .builder import Builder, StepHandle, duration_timer, time_timer
 from .core.answer import Outcome
 from .core.errors import (
@@ -25,9 +28,6 @@ from .core.record import HistoryEntry, Meta, Record, TypedRecord
 from .core.run import Run
 from .core.run_state import RunState
 from .core.workflow import RunFinished, Workflow
-from .inprocess import InProcessBroker
-from .memory import MemoryStore
-from .sql import SQLStore
 
 __all__ = [
     "AwaitTimeout",

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, overload
 
+from .adapters.inprocess import InProcessBroker
 from .core.definition import HOOK_EVENTS, CallbackSpec, Definition, HookSpec, StepSpec, TimeoutSpec
 from .core.errors import ConfigurationError
 from .core.hooks import hook_name
@@ -233,9 +234,9 @@ class Builder(Generic[T, S]):
         self._check_open()
         definition = self._definition
         if options.get("metrics") is None:
-            from .metrics import PrometheusMetrics
+            from .adapters.prometheus import PrometheusMetrics
 
-            options["metrics"] = PrometheusMetrics()
+            options["metrics"] = PrometheusMetrics.for_registry()
         opts = WorkflowOptions.from_kwargs(self.name, options)
         if not definition.steps:
             raise ConfigurationError("the workflow has no starting point: add at least one step", workflow=self.name)
@@ -248,17 +249,28 @@ class Builder(Generic[T, S]):
         for event in HOOK_EVENTS:
             definition.hooks.setdefault(event, [])
         if isinstance(store, str):
-            from .sql import SQLStore
+            from .adapters.sql import SQLStore
 
             store = SQLStore(store)
         if not isinstance(store, RecordStore):
             raise ConfigurationError(
                 f"store {store!r} does not implement the record store protocol", workflow=self.name
             )
-        from .dispatch import attach
-
         self._built = True
-        return attach(app, definition, store, clock or SystemClock(), opts)
+        return _attach(app, definition, store, clock or SystemClock(), opts)
+
+
+def _attach(
+    app: Any, definition: Definition[Any, Any], store: RecordStore, clock: Clock, options: WorkflowOptions
+) -> Workflow[Any, Any]:
+    """Bind a definition to whatever delivers its messages: an ``InProcessBroker``, or a Celery app."""
+    if isinstance(app, InProcessBroker):
+        return app.attach(definition, store, clock, options)
+    # Celery is imported here, not at the top: an app that only uses the in-process broker
+    # (tests, the demo) never pays for it.
+    from .adapters.celery import attach_to_celery
+
+    return attach_to_celery(app, definition, store, clock, options)
 
 
 def duration_timer(duration: timedelta) -> Callable[[Any, datetime], datetime]:

@@ -315,7 +315,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     from sqlalchemy import make_url
     from sqlalchemy.exc import ArgumentError, DBAPIError
 
-    from .sql.migrate import current, upgrade
+    from .adapters.sql.migrate import current, upgrade
 
     targets: list[Engine | str] = []
     if args.url:
@@ -346,7 +346,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 def _app_engines(workflows: dict[str, Workflow[Any, Any]]) -> list[Engine]:
     """The engine of each SQL store the workflows use, once each, in workflow-name order."""
-    from .sql import SQLStore
+    from .adapters.sql import SQLStore
 
     engines: dict[int, Engine] = {}
     for _, wf in sorted(workflows.items()):

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from tests.acceptance.conftest import ROOT, Worker, rabbitmq_vhost, redis_database
-from workflow_celery.sql import migrate
+from workflow_celery.adapters.sql import migrate
 
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```(\w+)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)

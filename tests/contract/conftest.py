@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from workflow_celery.adapters.memory import MemoryStore
+from workflow_celery.adapters.sql import SQLStore
+from workflow_celery.adapters.sql.schema import ALL_TABLES
 from workflow_celery.core.ports import RecordStore
-from workflow_celery.memory import MemoryStore
-from workflow_celery.sql import SQLStore
-from workflow_celery.sql.schema import ALL_TABLES
 
 PG_URL_ENV = "WORKFLOW_CELERY_TEST_PG_URL"
 DEFAULT_PG_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"

@@ -15,13 +15,13 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from workflow_celery.adapters.sql import SQLStore, migrate
+from workflow_celery.adapters.sql.schema import ALL_TABLES, VERSION_TABLE, metadata
 from workflow_celery.core.dead_letters import DeadLetter
 from workflow_celery.core.errors import DatabaseConnectionLost, RecordNotFound, SchemaMissing, WorkflowInProgress
 from workflow_celery.core.ports import ErrorInfo, OutboxKind, OutboxMessage, RecordStore
 from workflow_celery.core.record import Meta, Record
 from workflow_celery.core.run_state import RunState
-from workflow_celery.sql import SQLStore, migrate
-from workflow_celery.sql.schema import ALL_TABLES, VERSION_TABLE, metadata
 
 from .conftest import Backend, PostgresServer
 

@@ -13,7 +13,7 @@ from kombu import Message
 from examples.order_processing import order_workflow
 from tests.unit.workflows import chain
 from workflow_celery import MemoryStore, SQLStore
-from workflow_celery.celery_adapter.dead_letters import DeadLetterBox
+from workflow_celery.adapters.celery.dead_letters import DeadLetterBox
 
 
 def celery_app() -> Celery:

@@ -195,7 +195,7 @@ def test_worker_refuses_a_time_limit_longer_than_the_visibility_timeout(monkeypa
     from celery import Celery
     from celery.exceptions import ImproperlyConfigured
 
-    from workflow_celery.celery_adapter import check_time_limits
+    from workflow_celery.adapters.celery import check_time_limits
 
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)  # Celery would prefer it to the app's broker_url
     app = Celery("t", broker="redis://127.0.0.1:1/0")
@@ -218,7 +218,7 @@ def test_worker_refuses_a_time_limit_not_below_rabbitmqs_consumer_timeout(
     from celery import Celery
     from celery.exceptions import ImproperlyConfigured
 
-    from workflow_celery.celery_adapter import check_time_limits
+    from workflow_celery.adapters.celery import check_time_limits
 
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
     app = Celery("t", broker=url)  # no broker at all is Celery's default: RabbitMQ on localhost
@@ -252,7 +252,7 @@ def test_no_time_limit_on_rabbitmq_is_a_warning(
 ) -> None:
     from celery import Celery
 
-    from workflow_celery.celery_adapter import check_time_limits
+    from workflow_celery.adapters.celery import check_time_limits
 
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
     app = Celery("t", broker="amqp://guest@127.0.0.1//")

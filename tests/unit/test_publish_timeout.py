@@ -14,7 +14,7 @@ from celery import Celery
 
 from tests.unit.workflows import Status, Thing, chain, start
 from workflow_celery import Builder, ConfigurationError, MemoryStore
-from workflow_celery.celery_adapter.dispatcher import CeleryDispatcher
+from workflow_celery.adapters.celery.dispatcher import CeleryDispatcher
 
 
 def app(url: str, **transport_options: object) -> Celery:

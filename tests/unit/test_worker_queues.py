@@ -8,7 +8,7 @@ from kombu import Queue
 
 from examples.order_processing import order_workflow
 from workflow_celery import ConfigurationError, MemoryStore
-from workflow_celery.celery_adapter.worker_queues import select_queues
+from workflow_celery.adapters.celery.worker_queues import select_queues
 
 STEPS = ["order-processing.created", "order-processing.validated", "order-processing.paid"]
 DELETION = "order-processing.data-deletion"

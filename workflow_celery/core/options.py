@@ -91,7 +91,7 @@ class WorkflowOptions:
     """How long publishing after a commit may wait on each broker operation before it gives up and leaves the
     doorbells to the relay: a broker that accepts connections but does not answer never holds the caller longer."""
     metrics: Any = None
-    """Receives hook execution metrics; default: Prometheus (``workflow_celery.metrics``)."""
+    """Receives hook execution metrics; default: Prometheus (``workflow_celery.adapters.prometheus``)."""
     custom_delete: Callable[[Any], Any] | None = None
     """``fn(obj) -> obj`` scrubbing personal data on ``delete_data`` (default: the type's default value)."""
 

@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from ..core.run_state import IN_PROGRESS_VALUES
+from ...core.run_state import IN_PROGRESS_VALUES
 
 VERSION_TABLE = "workflow_celery_alembic_version"
 """Alembic's bookkeeping table; its own name so it never meets a user's alembic."""

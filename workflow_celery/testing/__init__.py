@@ -15,12 +15,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from .builder import Builder
-from .core.errors import ConfigurationError, RecordNotFound
-from .core.run import Run
-from .core.workflow import Workflow
-from .inprocess import InProcessBroker
-from .memory import MemoryStore
+from ..adapters.inprocess import InProcessBroker
+from ..adapters.memory import MemoryStore
+from ..builder import Builder
+from ..core.errors import ConfigurationError, RecordNotFound
+from ..core.run import Run
+from ..core.workflow import Workflow
 
 T = TypeVar("T")
 S = TypeVar("S", bound=enum.IntEnum)

@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import Celery
 
-from ..core.workflow import Workflow
+from ...core.workflow import Workflow
 
 _REGISTRY_ATTR = "_workflow_celery_workflows"
 

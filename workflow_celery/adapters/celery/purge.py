@@ -19,7 +19,7 @@ from typing import Any
 import click
 from celery import Celery
 
-from ..core.errors import ConfigurationError
+from ...core.errors import ConfigurationError
 from .queues import as_list, expand_queue_patterns, known_queues
 
 OPTION = "--workflow-celery-queue-patterns"

@@ -24,7 +24,7 @@ from typing import Any
 from celery import Celery, bootsteps
 from celery.exceptions import ImproperlyConfigured
 
-from ..core.errors import ConfigurationError
+from ...core.errors import ConfigurationError
 from .consumer import consumer_class
 from .dead_letters import DeadLetterBox
 from .queues import as_list, expand_queue_patterns, is_pattern, known_queues

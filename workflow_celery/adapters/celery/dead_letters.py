@@ -18,7 +18,7 @@ from typing import Any
 
 from celery import Celery
 
-from ..core.dead_letters import DeadLetter
+from ...core.dead_letters import DeadLetter
 from .registry import registry, workflow_of_task
 
 log = logging.getLogger(__name__)

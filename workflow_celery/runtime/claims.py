@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from .doorbell import message_id_of
-from .workflow import Workflow
+from ..core.doorbell import message_id_of
+from ..core.workflow import Workflow
 
 log = logging.getLogger(__name__)
 

@@ -50,8 +50,8 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
-from ..core.dead_letters import DeadLetter
-from ..core.errors import (
+from ...core.dead_letters import DeadLetter
+from ...core.errors import (
     ConfigurationError,
     DatabaseConnectionLost,
     RecordNotFound,
@@ -59,10 +59,10 @@ from ..core.errors import (
     SerializationError,
     WorkflowInProgress,
 )
-from ..core.ports import Claim, ErrorInfo, HookErrors, Order, OutboxKind, OutboxMessage, StepErrors
-from ..core.record import HistoryEntry, Meta, Record
-from ..core.run_state import IN_PROGRESS_VALUES, RunState
-from ..core.text import MAX_NAME_LENGTH, storable_text
+from ...core.ports import Claim, ErrorInfo, HookErrors, Order, OutboxKind, OutboxMessage, StepErrors
+from ...core.record import HistoryEntry, Meta, Record
+from ...core.run_state import IN_PROGRESS_VALUES, RunState
+from ...core.text import MAX_NAME_LENGTH, storable_text
 from . import dead_letters as dead_letter_sql
 from . import migrate
 from .schema import (

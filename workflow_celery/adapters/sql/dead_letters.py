@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql.dml import Insert
 
-from ..core.dead_letters import DeadLetter
+from ...core.dead_letters import DeadLetter
 from .schema import dead_letters, to_utc
 
 PG_INSERT: Insert = pg_insert(dead_letters).on_conflict_do_nothing(index_elements=[dead_letters.c.id])

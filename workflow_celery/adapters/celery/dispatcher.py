@@ -28,9 +28,9 @@ from celery import Celery
 from kombu.connection import ConnectionPool
 from kombu.pools import ProducerPool
 
-from ..core.definition import Definition
-from ..core.doorbell import describe_task, task_id, with_attempt
-from ..core.ports import OutboxMessage
+from ...core.definition import Definition
+from ...core.doorbell import describe_task, task_id, with_attempt
+from ...core.ports import OutboxMessage
 from .registry import registry
 
 _DISPATCHERS_ATTR = "_workflow_celery_dispatchers"

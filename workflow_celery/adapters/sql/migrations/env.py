@@ -1,6 +1,6 @@
 """Alembic environment of the record store.
 
-Configured from code (``workflow_celery.sql.migrate``), never from an
+Configured from code (``workflow_celery.adapters.sql.migrate``), never from an
 ``alembic.ini``: the caller hands over an open connection in
 ``config.attributes["connection"]`` and owns its transaction, so the
 PostgreSQL advisory lock taken around the upgrade is held until it commits.
@@ -12,7 +12,7 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 
-from workflow_celery.sql.schema import VERSION_TABLE, metadata
+from workflow_celery.adapters.sql.schema import VERSION_TABLE, metadata
 
 
 def _run(connection: Connection) -> None:

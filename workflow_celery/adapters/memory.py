@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from .core.dead_letters import DeadLetter
-from .core.errors import RecordNotFound, WorkflowInProgress
-from .core.ports import Claim, ErrorInfo, HookErrors, Order, OutboxMessage, StepErrors
-from .core.record import HistoryEntry, Record
-from .core.run_state import RunState
-from .core.text import MAX_NAME_LENGTH, storable_text
+from ..core.dead_letters import DeadLetter
+from ..core.errors import RecordNotFound, WorkflowInProgress
+from ..core.ports import Claim, ErrorInfo, HookErrors, Order, OutboxMessage, StepErrors
+from ..core.record import HistoryEntry, Record
+from ..core.run_state import RunState
+from ..core.text import MAX_NAME_LENGTH, storable_text
 
 
 class MemoryStore:

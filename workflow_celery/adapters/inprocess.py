@@ -24,15 +24,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .core.answer import Answer, HookOutcome, Outcome
-from .core.claims import ClaimKeeper
-from .core.definition import Definition
-from .core.doorbell import with_attempt
-from .core.errors import ConfigurationError
-from .core.maintenance import Maintenance
-from .core.options import WorkflowOptions
-from .core.ports import Clock, OutboxMessage, RecordStore
-from .core.workflow import Workflow
+from ..core.answer import Answer, HookOutcome, Outcome
+from ..core.definition import Definition
+from ..core.doorbell import with_attempt
+from ..core.errors import ConfigurationError
+from ..core.options import WorkflowOptions
+from ..core.ports import Clock, OutboxMessage, RecordStore
+from ..core.workflow import Workflow
+from ..runtime.claims import ClaimKeeper
+from ..runtime.maintenance import Maintenance
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .workflow import Workflow
+from ..core.workflow import Workflow
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from celery import Celery
 
-from ..core.errors import ConfigurationError
+from ...core.errors import ConfigurationError
 from .registry import all_queues
 
 PATTERN_CHARS = frozenset("*?[")

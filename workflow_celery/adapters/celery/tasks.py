@@ -15,13 +15,13 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import Retry
 
-from ..core.answer import Answer, Outcome
-from ..core.definition import Definition
-from ..core.doorbell import describe_task, task_id, with_attempt
-from ..core.errors import ConfigurationError
-from ..core.options import WorkflowOptions
-from ..core.ports import Clock, RecordStore
-from ..core.workflow import Workflow
+from ...core.answer import Answer, Outcome
+from ...core.definition import Definition
+from ...core.doorbell import describe_task, task_id, with_attempt
+from ...core.errors import ConfigurationError
+from ...core.options import WorkflowOptions
+from ...core.ports import Clock, RecordStore
+from ...core.workflow import Workflow
 from .dispatcher import dispatcher_for
 from .registry import registry
 

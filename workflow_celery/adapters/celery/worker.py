@@ -19,9 +19,9 @@ from celery import Celery, bootsteps, signals
 from celery.exceptions import ImproperlyConfigured, TimeLimitExceeded, WorkerLostError
 from celery.worker import state as worker_state
 
-from ..core.claims import ClaimKeeper
-from ..core.doorbell import message_id_of
-from ..core.maintenance import Maintenance
+from ...core.doorbell import message_id_of
+from ...runtime.claims import ClaimKeeper
+from ...runtime.maintenance import Maintenance
 from .purge import install_purge_patterns
 from .registry import registry, workflow_of_task
 from .worker_queues import WorkflowQueues, note_requested_queues
@@ -164,7 +164,7 @@ class RelayStep(bootsteps.StartStopStep):  # type: ignore[misc]
             self._claims = ClaimKeeper(workflows, running_tasks).start()
         port = os.environ.get(METRICS_PORT_ENV)
         if port:
-            from ..metrics import serve
+            from ..prometheus import serve
 
             serve(int(port), os.environ.get("WORKFLOW_CELERY_METRICS_ADDR", "127.0.0.1"))
 

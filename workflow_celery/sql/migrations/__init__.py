@@ -1,1 +1,0 @@
-"""Alembic migrations of the SQL record store (run through ``workflow_celery.sql.migrate``)."""
