@@ -27,7 +27,7 @@ from psycopg.rows import dict_row
 from sqlalchemy import Connection
 
 from workflow_celery import SQLStore
-from workflow_celery.adapters.sql import store as sql_store
+from workflow_celery.adapters.sql import postgres, rows
 from workflow_celery.adapters.sql.schema import to_utc
 from workflow_celery.core.ports import Claim, OutboxMessage
 from workflow_celery.core.record import Record
@@ -47,8 +47,8 @@ def install(store: SQLStore) -> None:
     dialect = store.engine.dialect
     # SQLAlchemy renders its own statements for psycopg ("%(name)s" placeholders), so the
     # server sees exactly the statements it sees through the store.
-    claim_sql = str(sql_store._PG_CLAIM.compile(dialect=dialect))
-    update_sql = str(sql_store._PG_UPDATE_RUN.compile(dialect=dialect))
+    claim_sql = str(postgres.CLAIM.compile(dialect=dialect))
+    update_sql = str(postgres.UPDATE_RUN.compile(dialect=dialect))
     original_claim = store.claim
     original_update_run = store.update_run
 
@@ -72,22 +72,22 @@ def install(store: SQLStore) -> None:
             "until": to_utc(until),
         }
         try:
-            with store._statement() as conn:
+            with store._c.statement() as conn:
                 row = _driver(conn).cursor(row_factory=dict_row).execute(claim_sql, params).fetchone()
         except psycopg.Error:
             return original_claim(message_id, run_id, version, token, now, until, attempt=attempt)
         assert row is not None
-        return sql_store.claim_from_row(row, to_utc(until))
+        return rows.claim_from_row(row, to_utc(until))
 
     def update_run(
         record: Record, expected_version: int, outbox: Sequence[OutboxMessage], *, reset_errors: bool = False
     ) -> bool:
-        params: dict[str, Any] = sql_store._record_params(record)
-        params.update(sql_store._outbox_arrays(outbox))
+        params: dict[str, Any] = rows.record_params(record)
+        params.update(rows.outbox_arrays(outbox))
         params["expected_version"] = expected_version
         params["reset_errors"] = reset_errors
         try:
-            with store._statement() as conn:
+            with store._c.statement() as conn:
                 row = _driver(conn).execute(update_sql, params).fetchone()
         except psycopg.Error:
             return original_update_run(record, expected_version, outbox, reset_errors=reset_errors)

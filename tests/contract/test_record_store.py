@@ -1209,7 +1209,7 @@ def test_a_store_on_an_older_schema_says_how_to_upgrade(schemaless_url: str) -> 
 def test_other_database_errors_are_not_mistaken_for_a_missing_schema(sql_backend: Backend) -> None:
     store = sql_backend.store
     assert isinstance(store, SQLStore)
-    with pytest.raises(sa.exc.DBAPIError) as failed, store._statement() as conn:
+    with pytest.raises(sa.exc.DBAPIError) as failed, store._c.statement() as conn:
         conn.execute(sa.text("SELECT * FROM workflow_records WHERE"))
     assert not isinstance(failed.value, SchemaMissing)
 

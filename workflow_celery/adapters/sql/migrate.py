@@ -41,7 +41,7 @@ def _engine(engine_or_url: Engine | str) -> Iterator[Engine]:
     if isinstance(engine_or_url, Engine):
         yield engine_or_url
         return
-    from .store import make_engine  # store imports this module; import late to avoid the cycle
+    from .engine import make_engine
 
     engine = make_engine(engine_or_url, pool_size=1)
     try:
