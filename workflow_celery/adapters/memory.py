@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from ..core.dead_letters import DeadLetter
 from ..core.errors import RecordNotFound, WorkflowInProgress
+from ..core.failures import backoff
 from ..core.ports import Claim, ErrorInfo, HookErrors, Order, OutboxMessage, StepErrors
 from ..core.record import HistoryEntry, Record
 from ..core.run_state import RunState
@@ -35,17 +36,7 @@ class MemoryStore:
         return None
 
     def _append_history(self, record: Record) -> None:
-        self._history.setdefault(record.run_id, []).append(
-            HistoryEntry(
-                run_id=record.run_id,
-                version=record.meta.version,
-                status=record.status,
-                run_state=record.run_state,
-                object=record.object,
-                reason=record.meta.run_state_reason,
-                created_at=record.updated_at,
-            )
-        )
+        self._history.setdefault(record.run_id, []).append(record.history_entry())
 
     def insert_run(self, record: Record, outbox: Sequence[OutboxMessage]) -> None:
         with self._lock:
@@ -220,8 +211,7 @@ class MemoryStore:
             )
             claimed = due[:limit]
             for msg in claimed:
-                # Cap the exponent first: a row never answered must not overflow timedelta.
-                wait = min(redeliver_after * (2 ** min(msg.attempts, 32)), max_interval)
+                wait = backoff(redeliver_after, max_interval, msg.attempts + 1, jitter=False)
                 self._outbox[msg.id] = replace(msg, due_at=now + wait, attempts=msg.attempts + 1)
             return claimed
 

@@ -82,8 +82,10 @@ def backoff(base: timedelta, cap: timedelta, attempt: int, *, jitter: bool = Tru
     longer than three quarters of the last. The exponent is capped, so a row
     rung a hundred times does not overflow ``timedelta``.
     """
+    if base <= timedelta(0):
+        return timedelta(0)
     exponent = min(max(attempt - 1, 0), 62)
-    steps = cap // base if base > timedelta(0) else 0
+    steps = cap // base
     delay = cap if steps < (1 << exponent) else base * (1 << exponent)
     return delay * random.uniform(JITTER_LOW, 1.0) if jitter else delay
 

@@ -47,6 +47,18 @@ class Record:
     updated_at: datetime
     meta: Meta
 
+    def history_entry(self) -> HistoryEntry:
+        """The history row that writing this version of the run appends."""
+        return HistoryEntry(
+            run_id=self.run_id,
+            version=self.meta.version,
+            status=self.status,
+            run_state=self.run_state,
+            object=self.object,
+            reason=self.meta.run_state_reason,
+            created_at=self.updated_at,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:

@@ -22,6 +22,16 @@ from ..core.errors import ConfigurationError, RecordNotFound
 from ..core.run import Run
 from ..core.workflow import Workflow
 
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "FakeClock",
+    "await_timeout_insert",
+    "in_process",
+    "require",
+    "trigger_callback_on",
+    "wait_for",
+]
+
 T = TypeVar("T")
 S = TypeVar("S", bound=enum.IntEnum)
 

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import text
 
 from ...core.dead_letters import DeadLetter
+from ...core.failures import backoff
 from ...core.ports import Claim, OutboxMessage
 from ...core.record import Record
 from . import dead_letters as dead_letter_sql
@@ -93,9 +94,9 @@ SELECT count(*) FROM u
 # SKIP LOCKED hands each due row to one caller; a row another caller has just
 # claimed and committed is re-checked against ``due_at <= :now`` on its new
 # version (READ COMMITTED), so it is not claimed twice in one period either.
-# A row whose work is running (an unexpired claim) is not rung. The exponent is
-# capped only to keep numeric arithmetic small; the cap on the interval itself
-# is ``max_us``.
+# A row whose work is running (an unexpired claim) is not rung. The delay after
+# the n-th publication is the n-th of ``:delays`` (the core's backoff, computed
+# by the caller up to the cap), the last one once the row has been rung more often.
 CLAIM_DUE = text(f"""
 WITH c AS (
     SELECT id, due_at, attempts FROM workflow_outbox
@@ -105,8 +106,8 @@ WITH c AS (
     FOR UPDATE SKIP LOCKED
 ), u AS (
     UPDATE workflow_outbox AS x SET
-        due_at = :now + CAST(LEAST(CAST(:redeliver_us AS numeric) * power(2::numeric, LEAST(c.attempts, 100)),
-                                   CAST(:max_us AS numeric)) AS bigint) * interval '1 microsecond',
+        due_at = :now + (CAST(:delays AS bigint[]))[LEAST(c.attempts + 1, cardinality(CAST(:delays AS bigint[])))]
+                        * interval '1 microsecond',
         attempts = c.attempts + 1
     FROM c
     WHERE x.id = c.id
@@ -272,12 +273,7 @@ class PostgresWrites:
     def claim_due_outbox(
         self, now: datetime, limit: int, redeliver_after: timedelta, max_interval: timedelta
     ) -> list[OutboxMessage]:
-        params = {
-            "now": now,
-            "limit": limit,
-            "redeliver_us": redeliver_after // timedelta(microseconds=1),
-            "max_us": max_interval // timedelta(microseconds=1),
-        }
+        params = {"now": now, "limit": limit, "delays": _redelivery_delays_us(redeliver_after, max_interval)}
         with self._c.statement() as conn:
             return [to_message(row) for row in conn.execute(CLAIM_DUE, params)]
 
@@ -357,3 +353,14 @@ class PostgresWrites:
     def add_dead_letter(self, letter: DeadLetter) -> None:
         with self._c.statement() as conn:
             conn.execute(dead_letter_sql.PG_INSERT, dead_letter_sql.params(letter))
+
+
+def _redelivery_delays_us(redeliver_after: timedelta, max_interval: timedelta) -> list[int]:
+    """The relay's delay after a row's 1st, 2nd, ... publication, in microseconds, up to the first at the cap."""
+    delays: list[int] = []
+    for attempt in range(1, 64):
+        delay = backoff(redeliver_after, max_interval, attempt, jitter=False)
+        delays.append(delay // timedelta(microseconds=1))
+        if delay >= max_interval:
+            break
+    return delays

@@ -15,16 +15,17 @@ import argparse
 from collections import Counter
 from typing import Any
 
-from .core.definition import HOOK_EVENTS
-from .core.doorbell import legacy_hook_label
-from .core.hooks import find_hook
-from .core.ports import OutboxMessage
-from .core.workflow import Workflow
+from ..core.definition import HOOK_EVENTS
+from ..core.doorbell import legacy_hook_label
+from ..core.hooks import find_hook
+from ..core.ports import OutboxMessage
+from ..core.workflow import Workflow
+from .common import CliError, find_workflows, pick
 
 EVENT_CHOICES = [*HOOK_EVENTS, "data-deleted"]
 
 
-def add_hook_commands(commands: Any) -> None:
+def add_commands(commands: Any) -> None:
     """Add ``hooks pending`` and ``hooks discard`` to the command's subparsers."""
     hooks = commands.add_parser("hooks", help="see and discard pending hook executions")
     sub = hooks.add_subparsers(dest="hooks_command", required=True)
@@ -54,10 +55,8 @@ def _names(label: str, hook: str) -> bool:
 
 
 def cmd_pending(args: argparse.Namespace) -> int:
-    from .cli import _pick, find_workflows
-
     workflows = find_workflows(args.app)
-    chosen = [_pick(workflows, args.workflow)] if args.workflow else [workflows[n] for n in sorted(workflows)]
+    chosen = [pick(workflows, args.workflow)] if args.workflow else [workflows[n] for n in sorted(workflows)]
     lines: list[tuple[str, str, str, str, str]] = []
     for wf in chosen:
         for event in HOOK_EVENTS:
@@ -77,9 +76,7 @@ def cmd_pending(args: argparse.Namespace) -> int:
 
 
 def cmd_discard(args: argparse.Namespace) -> int:
-    from .cli import CliError, _pick, find_workflows
-
-    wf = _pick(find_workflows(args.app), args.workflow)
+    wf = pick(find_workflows(args.app), args.workflow)
     event = args.event.replace("-", "_")
     rows = [m for m in _hook_rows(wf, event) if _names(str(m.body["hook"]), args.hook)]
     what = f"{event} hook {args.hook!r} of workflow {wf.name}"

@@ -17,17 +17,17 @@ import json
 import sys
 from typing import Any
 
-from .cli import CliError, find_workflows
-from .core.dead_letters import DeadLetter
-from .core.ports import RecordStore
+from ..core.dead_letters import DeadLetter
+from ..core.ports import RecordStore
+from .common import CliError, find_workflows, not_negative, positive
 
 SHOWN_BODY_BYTES = 4096
 """Bytes of a body ``show`` prints; ``--raw`` writes all of them."""
 DISCARD_PAGE = 500
 
 
-def add_commands(sub: Any, *, positive: Any, not_negative: Any) -> None:
-    """Add ``dead-letters`` to the command's sub-parsers (``positive``/``not_negative``: its integer types)."""
+def add_commands(sub: Any) -> None:
+    """Add ``dead-letters list|show|discard`` to the command's sub-parsers."""
     dl = sub.add_parser("dead-letters", help="list, show and discard messages no task could be given")
     dsub = dl.add_subparsers(dest="dead_letters_command", required=True)
     ls = dsub.add_parser("list", help="list dead letters, newest first")

@@ -1,0 +1,71 @@
+"""``workflow-celery``: schema migrations and operator commands on runs.
+
+workflow-celery -A shop db upgrade              # the database of the app's store
+workflow-celery db upgrade --url postgresql+psycopg://localhost/shop
+workflow-celery -A examples.orders runs list --run-state paused
+workflow-celery -A examples.orders runs show RUN_ID            # or a unique prefix of it
+workflow-celery -A examples.orders runs show --foreign-id order-42
+workflow-celery -A examples.orders runs pause RUN_ID --reason "investigating"
+workflow-celery -A examples.orders runs resume|cancel|delete-data RUN_ID
+workflow-celery -A examples.orders queues
+workflow-celery -A examples.orders dead-letters list|show ID|discard ID
+
+Errors are one line on stderr (exit status 1; 2 for usage errors);
+--traceback, or WORKFLOW_CELERY_TRACEBACK=1, shows the full trace instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from . import db, dead_letters, hooks, runs
+from .common import APP_ENV, TRACEBACK_ENV, URL_ENV, CliError, Parser, describe, find_workflows
+
+__all__ = ["APP_ENV", "TRACEBACK_ENV", "URL_ENV", "CliError", "describe", "find_workflows", "main", "parser"]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = Parser(prog="workflow-celery", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "-A",
+        "--app",
+        default=os.environ.get(APP_ENV),
+        help=f"module that builds the workflows, as for celery -A (default ${APP_ENV})",
+    )
+    p.add_argument(
+        "--traceback", action="store_true", help=f"show the full trace of an error (or set {TRACEBACK_ENV}=1)"
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    db.add_commands(sub)
+    runs.add_commands(sub)
+    dead_letters.add_commands(sub)
+    hooks.add_commands(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; return its exit status (0, 1 on an error, 2 on a usage error)."""
+    p = parser()
+    args = p.parse_args(argv)
+    if args.needs_app and not args.app:
+        p.error(f"-A/--app is required (or set ${APP_ENV})")
+    full_trace = args.traceback or os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        # The reader stopped early (`runs list | head`): nothing went wrong that needs saying.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        if full_trace:
+            raise
+        print(f"workflow-celery: error: {describe(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if full_trace:
+            raise
+        print("workflow-celery: interrupted", file=sys.stderr)
+        return 130

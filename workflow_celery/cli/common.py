@@ -1,0 +1,94 @@
+"""What every ``workflow-celery`` command shares: finding the app's workflows, one-line errors, argument types."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Any, NoReturn
+
+from ..core.errors import WorkflowError
+from ..core.workflow import Workflow
+
+APP_ENV = "WORKFLOW_CELERY_APP"
+URL_ENV = "WORKFLOW_CELERY_DATABASE_URL"
+TRACEBACK_ENV = "WORKFLOW_CELERY_TRACEBACK"
+
+
+class CliError(Exception):
+    pass
+
+
+def describe(exc: BaseException) -> str:
+    """Any error as one line: the driver's own words for a database error, never the SQL statement."""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        # psycopg quotes the statement from a "LINE n:" line on; what comes before is the error.
+        lines = str(exc.orig).splitlines()
+        cut = next((i for i, line in enumerate(lines) if line.startswith("LINE ")), len(lines))
+        text = "database error: " + "\n".join(lines[:cut])
+    elif isinstance(exc, (CliError, WorkflowError)):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc} (--traceback shows where)"
+    return "; ".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
+
+
+def find_workflows(module_path: str) -> dict[str, Workflow[Any, Any]]:
+    """Workflows built by a module: on its Celery apps, or as module attributes."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like ``celery -A``: modules of the current project
+    try:
+        module = importlib.import_module(module_path)
+    except ImportError as exc:
+        raise CliError(f"cannot import {module_path!r}: {exc}") from exc
+    except Exception as exc:  # the module's own code failed: a bad URL, a database down, a broken workflow
+        raise CliError(f"cannot import {module_path!r}: {describe(exc)}") from exc
+    found: dict[str, Workflow[Any, Any]] = {}
+    for value in vars(module).values():
+        if isinstance(value, Workflow):
+            found[value.name] = value
+        registry = getattr(value, "_workflow_celery_workflows", None)
+        if isinstance(registry, dict):
+            found.update(registry)
+    if not found:
+        raise CliError(f"module {module_path!r} builds no workflow")
+    return found
+
+
+def pick(workflows: dict[str, Workflow[Any, Any]], name: str | None) -> Workflow[Any, Any]:
+    if name is not None:
+        try:
+            return workflows[name]
+        except KeyError:
+            raise CliError(f"no workflow named {name!r}; known: {', '.join(sorted(workflows))}") from None
+    if len(workflows) == 1:
+        return next(iter(workflows.values()))
+    raise CliError(f"several workflows ({', '.join(sorted(workflows))}): choose one with --workflow")
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive(text: str) -> int:
+    return _integer(text, 1)
+
+
+def not_negative(text: str) -> int:
+    return _integer(text, 0)
+
+
+def _integer(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be {least} or more, got {value}")
+    return value

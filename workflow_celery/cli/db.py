@@ -1,0 +1,78 @@
+"""``workflow-celery db`` (the schema: upgrade, current revision) and ``workflow-celery queues``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import TYPE_CHECKING, Any
+
+from ..core.workflow import Workflow
+from .common import URL_ENV, CliError, describe, find_workflows
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``db upgrade|current`` and ``queues`` to the command's sub-parsers."""
+    db = sub.add_parser("db", help="create or upgrade the schema of the app's store (or of --url)")
+    db.add_argument("db_command", choices=["upgrade", "current"])
+    db.add_argument("--url", help=f"SQLAlchemy URL (default: the -A app's store, else ${URL_ENV})")
+    db.set_defaults(func=cmd_db, needs_app=False)
+    q = sub.add_parser("queues", help="list the queues the app's workflows declare")
+    q.set_defaults(func=cmd_queues, needs_app=True)
+
+
+def cmd_queues(args: argparse.Namespace) -> int:
+    for wf in find_workflows(args.app).values():
+        for q in wf.queues():
+            print(q)
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """Migrate ``--url``; else the stores of the ``-A`` app's workflows; else ``$WORKFLOW_CELERY_DATABASE_URL``."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError, DBAPIError
+
+    from ..adapters.sql.migrate import current, upgrade
+
+    targets: list[Engine | str] = []
+    if args.url:
+        targets = [args.url]
+    elif args.app:
+        targets = [*_app_engines(find_workflows(args.app))]
+    elif os.environ.get(URL_ENV):
+        targets = [os.environ[URL_ENV]]
+    else:
+        raise CliError(f"give -A APP (its workflows' store), --url, or set {URL_ENV}")
+    for target in targets:
+        try:
+            shown = make_url(target if isinstance(target, str) else target.url).render_as_string(hide_password=True)
+        except ArgumentError:
+            raise CliError(f"not a database URL: {target!r} (e.g. postgresql+psycopg://host/dbname)") from None
+        # Several stores: say which database each line is about.
+        where = f"{shown}: " if len(targets) > 1 else ""
+        try:
+            if args.db_command == "upgrade":
+                upgrade(target)
+                print(f"{where}schema is at revision {current(target)}")
+            else:
+                print(f"{where}{current(target) or '(no schema)'}")
+        except DBAPIError as exc:
+            raise CliError(f"{describe(exc)} ({shown})") from exc
+    return 0
+
+
+def _app_engines(workflows: dict[str, Workflow[Any, Any]]) -> list[Engine]:
+    """The engine of each SQL store the workflows use, once each, in workflow-name order."""
+    from ..adapters.sql import SQLStore
+
+    engines: dict[int, Engine] = {}
+    for _, wf in sorted(workflows.items()):
+        if isinstance(wf.store, SQLStore):
+            engines.setdefault(id(wf.store.engine), wf.store.engine)
+    if not engines:
+        names = ", ".join(sorted(workflows))
+        raise CliError(f"the app's workflows ({names}) keep their runs in no SQL store: give --url")
+    return list(engines.values())
