@@ -80,17 +80,25 @@ def install(store: SQLStore) -> None:
         return rows.claim_from_row(row, to_utc(until))
 
     def update_run(
-        record: Record, expected_version: int, outbox: Sequence[OutboxMessage], *, reset_errors: bool = False
+        record: Record,
+        expected_version: int,
+        outbox: Sequence[OutboxMessage],
+        *,
+        reset_errors: bool = False,
+        keep_running: bool = False,
     ) -> bool:
         params: dict[str, Any] = rows.record_params(record)
         params.update(rows.outbox_arrays(outbox))
         params["expected_version"] = expected_version
         params["reset_errors"] = reset_errors
+        params["keep_running"] = keep_running
         try:
             with store._c.statement() as conn:
                 row = _driver(conn).execute(update_sql, params).fetchone()
         except psycopg.Error:
-            return original_update_run(record, expected_version, outbox, reset_errors=reset_errors)
+            return original_update_run(
+                record, expected_version, outbox, reset_errors=reset_errors, keep_running=keep_running
+            )
         return bool(row and row[0])
 
     store.claim = claim  # type: ignore[method-assign]

@@ -23,6 +23,7 @@ from pathlib import Path
 from celery import Celery
 
 import celeryconfig
+from tests.acceptance.helpers import BuildOptions
 from workflow_celery import Builder, Run, SQLStore
 
 
@@ -46,6 +47,8 @@ class Job:
     """Go to WAITING, whose timeout's timer is asked next."""
     naive_timer: bool = False
     """The WAITING timer returns a naive datetime."""
+    sleep: float = 0.0
+    """Seconds the step takes (between its two marks)."""
 
 
 def _mark(directory: str, kind: str, run_id: str) -> int:
@@ -63,6 +66,7 @@ def start(run: Run[Job, Stage]) -> Stage:
         os.kill(os.getpid(), signal.SIGKILL)
     if job.gil_hog:
         re.match(r"(a+)+$", "a" * job.gil_hog + "b")
+    time.sleep(job.sleep)
     _mark(job.marker_dir, "done", run.run_id)
     must_fail = not (Path(job.marker_dir) / "switch").exists() if job.fail_times == -1 else attempts < job.fail_times
     if must_fail:
@@ -87,7 +91,7 @@ def builder() -> Builder[Job, Stage]:
     return b
 
 
-def options() -> dict[str, object]:
+def options() -> BuildOptions:
     env = os.environ.get
     return {
         "pause_after_err_count": int(env("WFC_PAUSE_AFTER", "0")),

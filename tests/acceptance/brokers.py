@@ -9,7 +9,9 @@ from typing import Any
 
 import amqp
 import redis
-from kombu import Connection, Exchange, Producer, Queue
+from kombu.connection import Connection
+from kombu.entity import Exchange, Queue
+from kombu.messaging import Producer
 
 
 def is_redis(broker_url: str) -> bool:

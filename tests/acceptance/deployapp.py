@@ -20,6 +20,7 @@ from pathlib import Path
 from celery import Celery
 
 import celeryconfig
+from tests.acceptance.helpers import BuildOptions
 from workflow_celery import Builder, Run, SQLStore, TypedRecord
 
 
@@ -68,7 +69,7 @@ def builder(hooks: str = "") -> Builder[Job, Stage]:
     return b
 
 
-OPTIONS = {
+OPTIONS: BuildOptions = {
     "redeliver_after": timedelta(seconds=5),
     "hook_err_backoff": timedelta(seconds=1),
     "hook_max_backoff": timedelta(seconds=4),

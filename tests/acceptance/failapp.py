@@ -19,6 +19,7 @@ from pathlib import Path
 from celery import Celery
 
 import celeryconfig
+from tests.acceptance.helpers import BuildOptions
 from workflow_celery import Builder, Run, SQLStore, TypedRecord
 
 
@@ -109,7 +110,7 @@ def builder() -> Builder[Task, Stage]:
     return b
 
 
-OPTIONS = {
+OPTIONS: BuildOptions = {
     "redeliver_after": timedelta(seconds=float(os.environ.get("WFC_REDELIVER_AFTER", "5"))),
     "hook_err_backoff": timedelta(seconds=1),
     # Due retries are published within 0.2 s, so measured delays show the backoff, not the relay's tick.

@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from celery import Celery
 
 from workflow_celery import Workflow
+
+
+class BuildOptions(TypedDict, total=False):
+    """The options the acceptance apps pass to ``Builder.build`` (see ``WorkflowOptions``)."""
+
+    err_backoff: timedelta
+    max_backoff: timedelta
+    pause_after_err_count: int
+    redeliver_after: timedelta
+    max_redeliver_interval: timedelta
+    relay_interval: timedelta
+    auto_resume_after: timedelta | None
+    hook_err_backoff: timedelta
+    hook_max_backoff: timedelta
+    max_retry_countdown: timedelta
+    publish_timeout: timedelta
 
 
 def client_app(broker_url: str) -> Celery:

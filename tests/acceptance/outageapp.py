@@ -19,6 +19,7 @@ from pathlib import Path
 from celery import Celery
 
 import celeryconfig
+from tests.acceptance.helpers import BuildOptions
 from workflow_celery import Builder, Run, SQLStore, TypedRecord
 
 
@@ -67,7 +68,7 @@ def builder() -> Builder[Job, Stage]:
     return b
 
 
-OPTIONS = {
+OPTIONS: BuildOptions = {
     "redeliver_after": timedelta(seconds=5),
     "relay_interval": timedelta(seconds=0.2),
 }

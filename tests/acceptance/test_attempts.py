@@ -90,7 +90,7 @@ def flower(broker_url: str, pg_database: str, tmp_path: Path) -> Iterator[Flower
 
 def attempt_rows(tasks: dict[str, dict[str, Any]], run_id: str, version: int = 1) -> list[dict[str, Any]]:
     """The Flower rows of the attempts at the step doorbell ``{run_id}.{version}``, in attempt order."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for n in itertools.count(1):
         row = tasks.get(f"{run_id}.{version}-attempt-{n}")
         if row is None:

@@ -8,15 +8,18 @@ the command lists, shows and discards what was kept. On Redis and RabbitMQ.
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from examples.order_processing import Order, OrderStatus
-from tests.acceptance.brokers import is_redis, publish, push_raw
+from tests.acceptance.brokers import depth, is_redis, publish, push_raw
 from tests.acceptance.conftest import Worker
 from tests.acceptance.helpers import wait_all_finished, wait_until
 from tests.acceptance.test_cli import cli
@@ -227,3 +230,66 @@ def test_every_kind_of_undeliverable_message_is_kept_aside(
     }
     assert wrong == {}, wrong
     assert "Unrecoverable error" not in worker.output() and "Connection to broker lost" not in worker.output()
+
+
+def bad_headers(case: str, **headers: Any) -> dict[str, Any]:
+    return {"task": QUEUE, "id": f"bad-{case}", **headers}
+
+
+def soon() -> str:
+    return (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+
+
+def test_task_messages_whose_headers_celery_would_fail_on_later_are_kept_aside(
+    broker_url: str,
+    orders: Workflow[Order, OrderStatus],
+    start_worker: Callable[..., Worker],
+    store: SQLStore,
+    pg_database: str,
+) -> None:
+    """Headers Celery reads only later (revoked stamps, time limits, retries…): checked at receipt."""
+    # The exact message of the report, pushed as Redis holds it: bad stamps and an ETA a second ahead.
+    if is_redis(broker_url):
+        envelope = {
+            "body": base64.b64encode(b"[[],{},{}]").decode(),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {"task": QUEUE, "id": "poison", "stamped_headers": 5, "eta": soon()},
+            "properties": {
+                "delivery_tag": "poison-tag",
+                "body_encoding": "base64",
+                "delivery_info": {"exchange": QUEUE, "routing_key": QUEUE},
+                "priority": 0,
+            },
+        }
+        push_raw(broker_url, QUEUE, json.dumps(envelope).encode())
+    cases = {
+        "stamps-eta": bad_headers("stamps-eta", stamped_headers=5, eta=soon()),
+        "stamps": bad_headers("stamps", stamped_headers=5),
+        "stamps-object": bad_headers("stamps-object", stamped_headers=["a"], stamps=["a"]),
+        "timelimit": bad_headers("timelimit", timelimit="soon"),
+        "retries": bad_headers("retries", retries="1"),
+        "root": bad_headers("root", root_id=["r"]),
+        "ignore-result": bad_headers("ignore-result", ignore_result="yes"),
+        "argsrepr": bad_headers("argsrepr", argsrepr={"a": 1}),
+        "origin": bad_headers("origin", origin=5),
+        "expires": bad_headers("expires", expires=17),
+    }
+    for case, headers in cases.items():
+        publish(broker_url, QUEUE, a_task(case), headers=headers)
+    expected = len(cases) + is_redis(broker_url)
+    worker = start_worker("examples.orders", "order-processing.*", concurrency=1)
+    wait_until(lambda: store.count_dead_letters() == expected, 30, "every message kept as a dead letter")
+    done = order(orders, "after-bad-headers")
+    wait_all_finished(orders, [done], timeout=60)
+    time.sleep(1.5)  # past every ETA: nothing was left for a timer to fail on
+    out = worker.output()
+    assert worker.proc.poll() is None, out
+    assert "Unrecoverable error" not in out and "Error in timer" not in out, out
+    letters = store.dead_letters(limit=100)
+    assert all(d.queue == QUEUE and d.reason.startswith("invalid task message: InvalidTaskError:") for d in letters)
+    assert any("header 'stamped_headers' must be a list of strings, got 5" in d.reason for d in letters), letters
+    assert depth(broker_url, QUEUE) == 0
+    listed = cli("-A", "examples.orders", "dead-letters", "list", db=pg_database, broker=broker_url)
+    assert listed.returncode == 0, listed.stderr
+    assert len(dead_letter_lines(listed.stdout)) == expected, listed.stdout

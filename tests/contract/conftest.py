@@ -1,8 +1,9 @@
-"""Fixtures of the ``RecordStore`` contract suite: one ``store`` per implementation.
+"""Fixtures of the ``RecordStore`` contract tests: the stores under test and their databases.
 
-``memory`` is ``MemoryStore``; ``sqlite`` a fresh database file per test;
-``postgres`` a database created for this session (through the ``postgres``
-maintenance database) and emptied between tests. PostgreSQL being unreachable
+``BACKENDS`` opens each implementation: ``memory`` is ``MemoryStore``;
+``sqlite`` a fresh database file per test; ``postgres`` a database created for
+this session (through the ``postgres`` maintenance database) and emptied
+between tests. PostgreSQL being unreachable
 fails the ``postgres`` tests: the project's test command starts it first, so a
 skip would only hide a broken setup.
 """
@@ -158,24 +159,11 @@ def _postgres(request: pytest.FixtureRequest) -> Backend:
     return Backend("postgres", SQLStore(url), url)
 
 
-_BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Backend]] = {
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Backend]] = {
     "memory": _memory,
     "sqlite": _sqlite,
     "postgres": _postgres,
 }
-
-
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param("sqlite", marks=pytest.mark.integration),
-        pytest.param("postgres", marks=pytest.mark.integration),
-    ]
-)
-def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    backend = _BACKENDS[request.param](request)
-    yield backend
-    backend.close()
 
 
 @pytest.fixture(
@@ -186,11 +174,6 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 )
 def sql_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     """The SQL implementations only, for what MemoryStore has no notion of (migrations, connections)."""
-    backend = _BACKENDS[request.param](request)
+    backend = BACKENDS[request.param](request)
     yield backend
     backend.close()
-
-
-@pytest.fixture
-def store(backend: Backend) -> RecordStore:
-    return backend.store

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from celery import Celery
-from kombu import Message
+from kombu.message import Message
 
 from examples.order_processing import order_workflow
 from tests.unit.workflows import chain

@@ -98,7 +98,9 @@ def test_python_blocks_run(page: Path, tmp_path: Path) -> None:
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{page.name}: the python blocks did not finish within {TIMEOUT_S}s\n{exc.stderr or ''}")
+        # The output captured before a timeout is bytes even with text=True.
+        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        pytest.fail(f"{page.name}: the python blocks did not finish within {TIMEOUT_S}s\n{stderr}")
     if proc.returncode != 0:
         failed = re.search(r"DOCS FAILURE: (.+ block \d+)", proc.stderr)
         where = failed.group(1) if failed else page.name

@@ -48,7 +48,7 @@ class Parcel:
 
 
 def build(
-    configure: Callable[[Builder[Parcel, Order]], None], store: MemoryStore | None = None, **options: Any
+    configure: Callable[[Builder[Parcel, Order]], object], store: MemoryStore | None = None, **options: Any
 ) -> tuple[Workflow[Parcel, Order], InProcessBroker, MemoryStore, FakeClock]:
     clock = FakeClock()
     b = Builder("parcels", Parcel, Order)
@@ -182,12 +182,20 @@ class FlakyStore(MemoryStore):
         self.failures = failures
 
     def update_run(
-        self, record: Record, expected_version: int, outbox: Sequence[OutboxMessage], *, reset_errors: bool = False
+        self,
+        record: Record,
+        expected_version: int,
+        outbox: Sequence[OutboxMessage],
+        *,
+        reset_errors: bool = False,
+        keep_running: bool = False,
     ) -> bool:
         if record.run_state == RunState.COMPLETED and self.failures:
             self.failures -= 1
             raise ConnectionResetError("server closed the connection unexpectedly")
-        return super().update_run(record, expected_version, outbox, reset_errors=reset_errors)
+        return super().update_run(
+            record, expected_version, outbox, reset_errors=reset_errors, keep_running=keep_running
+        )
 
 
 def test_a_failing_store_write_is_a_failed_attempt() -> None:

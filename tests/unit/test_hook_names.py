@@ -10,8 +10,8 @@ import pytest
 
 from tests.unit.workflows import Status, Thing, chain
 from workflow_celery import ConfigurationError, InProcessBroker, MemoryStore, TypedRecord, Workflow
+from workflow_celery.core.answer import HookOutcome
 from workflow_celery.core.doorbell import hook_doorbell_id, message_id_of
-from workflow_celery.core.hooks import HookOutcome
 from workflow_celery.core.ports import OutboxMessage
 from workflow_celery.testing import FakeClock
 
@@ -75,7 +75,7 @@ def test_callable_objects_are_named_by_their_class() -> None:
         b.on_complete(Notifier())
     b.on_complete(Notifier(), name="second-notifier")
     with pytest.raises(ConfigurationError, match="on_cancel hook is not callable"):
-        b.on_cancel(object())
+        b.on_cancel(object())  # type: ignore[call-overload]  # deliberately not callable
     wf = b.build(InProcessBroker(), MemoryStore())
     assert [h.name for h in wf.definition.hooks["completed"]] == ["Notifier", "second-notifier"]
 
@@ -108,7 +108,7 @@ def test_two_hooks_of_one_event_may_not_share_a_name() -> None:
 )
 def test_a_hook_name_must_fit_in_a_doorbell_id(name: object, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
-        chain().on_complete(confirm, name=name)  # type: ignore[arg-type]
+        chain().on_complete(confirm, name=name)  # type: ignore[call-overload]  # deliberately wrong names
 
 
 def test_a_qualified_name_too_long_for_a_name_asks_for_one() -> None:

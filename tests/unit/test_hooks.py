@@ -6,7 +6,7 @@ from datetime import UTC, timedelta
 
 from tests.unit.workflows import Status, Thing, chain
 from workflow_celery import Builder, InProcessBroker, MemoryStore, Run, RunState, TypedRecord
-from workflow_celery.core.hooks import HookOutcome
+from workflow_celery.core.answer import HookOutcome
 from workflow_celery.testing import FakeClock
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +19,7 @@ from workflow_celery import (
     duration_timer,
     time_timer,
 )
-from workflow_celery.core.engine import Outcome
+from workflow_celery.core.answer import Outcome
 from workflow_celery.testing import FakeClock, await_timeout_insert, require, trigger_callback_on
 
 
@@ -50,7 +51,7 @@ def verify(run: Run[Code, Otp], payload: bytes) -> Otp:
     return Otp.VERIFIED if payload.decode() == run.object.code else run.skip()
 
 
-def otp(timer: object = None) -> Builder[Code, Otp]:
+def otp(timer: Callable[[Run[Code, Otp], datetime], datetime | None] | None = None) -> Builder[Code, Otp]:
     b = Builder("otp", Code, Otp)
     b.add_step(Otp.SENT, send, Otp.WAITING)
     b.add_callback(Otp.WAITING, verify, Otp.VERIFIED)

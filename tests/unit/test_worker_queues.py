@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from examples.order_processing import order_workflow
 from workflow_celery import ConfigurationError, MemoryStore

@@ -7,16 +7,16 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from ..core.dead_letters import DeadLetter
 from ..core.errors import RecordNotFound, WorkflowInProgress
 from ..core.failures import backoff
 from ..core.ports import Claim, ErrorInfo, HookErrors, Order, OutboxMessage, StepErrors
 from ..core.record import HistoryEntry, Record
 from ..core.run_state import RunState
 from ..core.text import MAX_NAME_LENGTH, storable_text
+from .memory_dead_letters import MemoryDeadLetters
 
 
-class MemoryStore:
+class MemoryStore(MemoryDeadLetters):
     """A thread-safe store with the same semantics as ``SQLStore``."""
 
     def __init__(self) -> None:
@@ -30,7 +30,7 @@ class MemoryStore:
         self._slots: dict[tuple[str, int, int], tuple[str, datetime]] = {}
         self._holders: dict[str, str] = {}
         """Doorbell id -> token of the claim on it (kept after expiry until released: an abandoned attempt)."""
-        self._dead_letters: dict[str, DeadLetter] = {}
+        super().__init__()
 
     def create_schema(self) -> None:
         return None
@@ -65,6 +65,7 @@ class MemoryStore:
         outbox: Sequence[OutboxMessage],
         *,
         reset_errors: bool = False,
+        keep_running: bool = False,
     ) -> bool:
         with self._lock:
             current = self._records.get(record.run_id)
@@ -84,7 +85,10 @@ class MemoryStore:
             self._records[record.run_id] = record
             self._append_history(record)
             for mid in [k for k, m in self._outbox.items() if m.run_id == record.run_id and m.kind == "step"]:
-                self._drop(mid)
+                if keep_running and _held(self._outbox[mid], record.updated_at):
+                    self._outbox[mid] = replace(self._outbox[mid], kind="superseded")
+                else:
+                    self._drop(mid)
             for key in [k for k in self._errors if k[0] == record.run_id and k[1] != record.status]:
                 del self._errors[key]
             if reset_errors:
@@ -241,13 +245,19 @@ class MemoryStore:
                 errors = self._errors.get((run_id, record.status)) if record is not None else None
                 failures = errors.count if errors else 0
             current = version is None or (record is not None and record.meta.version == version)
-            if row is None or not current or _held(row, now) or (attempt is not None and attempt != row.retries + 1):
+            held = row is not None and (_held(row, now) or self._superseded(row, now))
+            if row is None or not current or held or (attempt is not None and attempt != row.retries + 1):
                 return Claim(record=record, doorbell=row, claimed=False, abandoned=False, failures=failures)
             abandoned = message_id in self._holders
             row = replace(row, claimed_until=until)
             self._outbox[message_id] = row
             self._holders[message_id] = token
             return Claim(record=record, doorbell=row, claimed=True, abandoned=abandoned, failures=failures)
+
+    def _superseded(self, row: OutboxMessage, now: datetime) -> bool:
+        """Whether an attempt superseded by an operator still runs the step of ``row``'s run."""
+        others = (m for m in self._outbox.values() if m.run_id == row.run_id and m.id != row.id)
+        return row.kind != "hook" and any(m.kind == "superseded" and _held(m, now) for m in others)
 
     def renew_claims(self, message_ids: Sequence[str], until: datetime) -> None:
         with self._lock:
@@ -363,33 +373,6 @@ class MemoryStore:
     def hook_errors(self, run_id: str) -> list[HookErrors]:
         with self._lock:
             return sorted((e for e in self._hook_errors.values() if e.run_id == run_id), key=lambda e: e.message_id)
-
-    def add_dead_letter(self, letter: DeadLetter) -> None:
-        with self._lock:
-            self._dead_letters.setdefault(letter.id, letter)
-
-    def _matching_dead_letters(self, queue: str | None, id_prefix: str | None) -> list[DeadLetter]:
-        return [
-            letter
-            for letter in self._dead_letters.values()
-            if (queue is None or letter.queue == queue) and (id_prefix is None or letter.id.startswith(id_prefix))
-        ]
-
-    def dead_letters(
-        self, *, queue: str | None = None, id_prefix: str | None = None, limit: int = 25, offset: int = 0
-    ) -> list[DeadLetter]:
-        with self._lock:
-            found = self._matching_dead_letters(queue, id_prefix)
-        found.sort(key=lambda letter: (letter.received_at, letter.id), reverse=True)
-        return found[offset : offset + limit]
-
-    def count_dead_letters(self, *, queue: str | None = None, id_prefix: str | None = None) -> int:
-        with self._lock:
-            return len(self._matching_dead_letters(queue, id_prefix))
-
-    def discard_dead_letters(self, ids: Sequence[str]) -> int:
-        with self._lock:
-            return sum(self._dead_letters.pop(letter_id, None) is not None for letter_id in set(ids))
 
 
 def _held(row: OutboxMessage, now: datetime) -> bool:

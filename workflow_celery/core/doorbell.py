@@ -113,6 +113,10 @@ def message_id_of(body: Any) -> str | None:
     return doorbell_id(run_id, version, action, timeout if type(timeout) is int else 0)
 
 
+MAX_COUNTER = 2**31 - 1
+"""The largest version, attempt or timeout index a message may carry: the stores keep them as 32-bit integers."""
+
+
 def parse_message(workflow: str, body: Any, *, expected_status: int | None) -> Message:
     """Validate a body; raise ``WorkflowError`` naming what is wrong with it."""
     if not isinstance(body, Mapping):
@@ -131,14 +135,14 @@ def parse_message(workflow: str, body: Any, *, expected_status: int | None) -> M
             workflow=workflow,
             run_id=run_id,
         )
-    if type(version) is not int or version < 1:
+    if type(version) is not int or not 1 <= version <= MAX_COUNTER:
         raise WorkflowError(f"malformed message: bad version {version!r}", workflow=workflow, run_id=run_id)
     try:
         action = Action(body.get("action", "step"))
     except ValueError:
         raise WorkflowError(f"malformed message: unknown action {body.get('action')!r}", workflow=workflow) from None
     timeout = body.get("timeout", 0)
-    if type(timeout) is not int or timeout < 0:
+    if type(timeout) is not int or not 0 <= timeout <= MAX_COUNTER:
         raise WorkflowError(f"malformed message: bad timeout index {timeout!r}", workflow=workflow, run_id=run_id)
     return Message(
         workflow=workflow,
@@ -154,7 +158,7 @@ def parse_message(workflow: str, body: Any, *, expected_status: int | None) -> M
 def attempt_of(body: Mapping[str, Any], *, workflow: str) -> int | None:
     """The attempt a message says it is; raises ``WorkflowError`` for a value that is not a positive int."""
     attempt = body.get("attempt")
-    if attempt is not None and (type(attempt) is not int or attempt < 1):
+    if attempt is not None and (type(attempt) is not int or not 1 <= attempt <= MAX_COUNTER):
         raise WorkflowError(f"malformed message: bad attempt {attempt!r}", workflow=workflow)
     return attempt
 

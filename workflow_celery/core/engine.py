@@ -181,6 +181,14 @@ class Engine(Generic[T, S]):
                 extra=extra,
             )
             return Outcome.DROPPED_STALE
+        if not claim.claimed and (bell.claimed_until is None or bell.claimed_until <= self.clock.now()):
+            log.info(
+                "not running %s yet: an attempt at the run's previous step still runs (the run was moved by an "
+                "operator or a callback meanwhile); the doorbell rings again once it has ended",
+                msg.id,
+                extra=extra,
+            )
+            return Outcome.DROPPED_RUNNING
         if not claim.claimed:
             log.info(
                 "dropping a copy of %s: another worker is running it (claimed until %s)",
@@ -204,6 +212,9 @@ class Engine(Generic[T, S]):
         if outcome is Outcome.SKIPPED:
             # The doorbell stays: it rings again after ``redeliver_after``, like a message not yet answered.
             self.store.release_claim(attempt.message.id, attempt.token)
+        elif outcome is Outcome.SUPERSEDED:
+            # Kept as ``superseded`` while this attempt ran (an operator moved the run): done with it now.
+            self.store.replace_doorbell(attempt.message.id, attempt.token, [])
         return outcome
 
     def _auto_resume(self, attempt: Attempt) -> Answer:

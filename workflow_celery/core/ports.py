@@ -1,107 +1,51 @@
 """The ports the engine talks through: the record store and its roles, the dispatcher, the clock.
 
 Each has an in-memory implementation for unit tests and one contract test
-suite (``tests/contract``) that every implementation must pass.
+suite (``workflow_celery.testing.contract``) that every implementation must pass.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from .dead_letters import DeadLetter
 from .record import HistoryEntry, Record
 from .run_state import RunState
-from .text import MAX_NAME_LENGTH, storable_text
+from .stored import (
+    MAX_ERROR_TEXT,
+    Claim,
+    ErrorInfo,
+    HookErrors,
+    Order,
+    OutboxKind,
+    OutboxMessage,
+    StepErrors,
+)
 
-OutboxKind = Literal["step", "hook", "delete"]
-MAX_ERROR_TEXT = 25_000
-Order = Literal["asc", "desc"]
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxMessage:
-    """A doorbell: a Celery message to publish, kept in the database until answered.
-
-    Step doorbells are deleted by the transaction that moves their run on, so a
-    row still present after ``due_at`` means the message was lost, is stuck
-    behind a dead worker, or was never published; the relay rings it again.
-    """
-
-    id: str
-    workflow_name: str
-    run_id: str
-    kind: OutboxKind
-    queue: str
-    task: str
-    body: Mapping[str, Any]
-    created_at: datetime
-    due_at: datetime
-    attempts: int = 0
-    """How many times the relay has published this row (its redelivery backoff grows with it)."""
-    retries: int = 0
-    """Failed attempts of the work it rings so far: the next attempt is number ``retries + 1``."""
-    claimed_until: datetime | None = None
-    """Set while a worker holds the claim on this doorbell (the work runs); None otherwise."""
-
-    def body_json(self) -> str:
-        return json.dumps(dict(self.body), separators=(",", ":"), sort_keys=True)
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorInfo:
-    """What is kept of a failed attempt."""
-
-    error_type: str
-    message: str
-    traceback: str
-    occurred_at: datetime
-
-    def __post_init__(self) -> None:
-        # Whatever an exception carried, every store can keep it (see ``text``).
-        object.__setattr__(self, "error_type", storable_text(self.error_type, limit=MAX_NAME_LENGTH))
-        object.__setattr__(self, "message", storable_text(self.message, limit=MAX_ERROR_TEXT))
-        object.__setattr__(self, "traceback", storable_text(self.traceback, limit=MAX_ERROR_TEXT))
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """What ``RecordStore.claim`` found: the run, its doorbell, and whether the caller now holds it."""
-
-    record: Record | None
-    """The run, or None for an unknown run id."""
-    doorbell: OutboxMessage | None
-    """The doorbell row as claimed (or as found, when not claimed); None when there is no such row."""
-    claimed: bool
-    """The caller holds the doorbell until the claim's expiry: nobody else runs its work meanwhile."""
-    abandoned: bool
-    """The previous holder never let go: its attempt ended without recording an outcome."""
-    failures: int
-    """Failed attempts counted so far: at the run's status for step doorbells, of the hook for hook doorbells."""
-
-
-@dataclass(frozen=True, slots=True)
-class StepErrors:
-    """The error counter of one run at one status."""
-
-    run_id: str
-    status: int
-    count: int
-    last_error: ErrorInfo
-
-
-@dataclass(frozen=True, slots=True)
-class HookErrors:
-    """The failures of one hook execution (one hook, one run-state change of one run)."""
-
-    message_id: str
-    run_id: str
-    hook: str
-    count: int
-    last_error: ErrorInfo
+__all__ = [
+    "MAX_ERROR_TEXT",
+    "Claim",
+    "Claims",
+    "Clock",
+    "DeadLetterBox",
+    "Dispatcher",
+    "ErrorInfo",
+    "ErrorLog",
+    "HookErrors",
+    "Metrics",
+    "NoMetrics",
+    "Order",
+    "Outbox",
+    "OutboxKind",
+    "OutboxMessage",
+    "RecordStore",
+    "RunStore",
+    "Slots",
+    "StepErrors",
+    "SystemClock",
+]
 
 
 class Clock(Protocol):
@@ -137,6 +81,7 @@ class RunStore(Protocol):
         outbox: Sequence[OutboxMessage],
         *,
         reset_errors: bool = False,
+        keep_running: bool = False,
     ) -> bool:
         """Compare-and-set: write ``record`` only if the stored version is ``expected_version``.
 
@@ -145,6 +90,13 @@ class RunStore(Protocol):
         statuses, insert ``outbox``. With ``reset_errors`` the remaining counters
         go back to 0 (their last error is kept). Returns False (writing nothing)
         on a version mismatch or an unknown run.
+
+        With ``keep_running`` (a write not made by the attempt that holds the
+        step: an operator's pause or resume, a callback), an earlier step
+        doorbell whose claim is live at ``record.updated_at`` is kept as kind
+        ``superseded`` instead: until that attempt lets go, ``claim`` refuses
+        every other doorbell of the run but its hooks, so a step never runs
+        twice at once across a pause and resume.
         """
         ...
 
@@ -249,7 +201,9 @@ class Claims(Protocol):
         The claim is taken when the doorbell row exists, nobody holds an
         unexpired claim on it, (unless ``version`` is None) the run is at
         ``version``, and (unless ``attempt`` is None) ``attempt`` is the
-        doorbell's next attempt, ``retries + 1``. A row whose previous claim expired without being released
+        doorbell's next attempt, ``retries + 1``, and (unless the doorbell is a
+        hook's) no ``superseded`` doorbell of the run is claimed until after
+        ``now``. A row whose previous claim expired without being released
         is ``abandoned``: the attempt that held it died. Safe with many callers
         at once: at most one holds a doorbell at a time.
         """

@@ -63,8 +63,72 @@ def call_user(fn: Callable[..., Any], *args: Any) -> Any:
 
     Workers run coroutine functions with ``asyncio.run``, one event loop per
     call: a step never shares a loop with another.
+
+    A ``BaseException`` that is not an ``Exception`` (``class E(BaseException)``,
+    ``GeneratorExit``, ``asyncio.CancelledError``) comes out as an ``Exception``
+    of the same name, module, message and traceback (a :class:`RaisedBaseException`),
+    so it is an ordinary failed attempt. ``KeyboardInterrupt`` and ``SystemExit``
+    (and their subclasses) go through unchanged: they stop the process.
     """
-    result = fn(*args)
-    if inspect.iscoroutine(result):
-        return asyncio.run(result)
-    return result
+    try:
+        result = fn(*args)
+        if inspect.iscoroutine(result):
+            return asyncio.run(result)
+        return result
+    except (Exception, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        raised = _as_exception(exc)
+    # Raised outside the handler, so the replacement does not name ``exc`` as its context: it stands for it.
+    raise raised
+
+
+class RaisedBaseException(Exception):
+    """Base of the stand-ins :func:`call_user` raises for a ``BaseException`` that is not an ``Exception``.
+
+    Each stand-in type has the original type's name, qualified name and module,
+    so the failure is recorded under the original type. ``original`` is the
+    exception that was raised (None once pickled).
+    """
+
+    original: BaseException | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        cls = type(self)
+        return (_restore, (cls.__module__, cls.__qualname__, self.args))
+
+
+_STAND_INS: dict[tuple[str, str], type[RaisedBaseException]] = {}
+
+
+def _stand_in_type(module: str, qualname: str) -> type[RaisedBaseException]:
+    key = (module, qualname)
+    cls = _STAND_INS.get(key)
+    if cls is None:
+        name = qualname.rsplit(".", 1)[-1]
+        cls = type(name, (RaisedBaseException,), {"__module__": module, "__qualname__": qualname})
+        _STAND_INS[key] = cls
+    return cls
+
+
+def _restore(module: str, qualname: str, args: tuple[Any, ...]) -> RaisedBaseException:
+    return _stand_in_type(module, qualname)(*args)
+
+
+def _as_exception(exc: BaseException) -> RaisedBaseException:
+    original = type(exc)
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<unprintable {original.__qualname__} object>"
+    try:
+        cls = _stand_in_type(str(original.__module__), str(original.__qualname__))
+    except Exception:
+        cls = RaisedBaseException
+    # One argument, the original's text: str() of the stand-in is exactly the original's, whatever its __str__.
+    stand_in = cls(message)
+    stand_in.original = exc
+    stand_in.__cause__ = exc.__cause__
+    stand_in.__context__ = exc.__context__
+    stand_in.__suppress_context__ = exc.__suppress_context__
+    return stand_in.with_traceback(exc.__traceback__)

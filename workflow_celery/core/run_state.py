@@ -34,6 +34,11 @@ class RunState(enum.IntEnum):
         return self in _IN_PROGRESS
 
     @property
+    def as_active(self) -> RunState:
+        """The state a pause or cancel starts from: a just-started (``INITIATED``) run is seen as ``RUNNING``."""
+        return RunState.RUNNING if self is RunState.INITIATED else self
+
+    @property
     def label(self) -> str:
         return self.name.replace("_", " ").title()
 

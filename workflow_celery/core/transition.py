@@ -80,10 +80,24 @@ class Transitions(Generic[T, S]):
             ),
         )
 
-    def commit(self, new: Record, expected_version: int, now: datetime, *, reset_errors: bool = False) -> bool:
-        """Compare-and-set ``new`` over ``expected_version``, then ring the next doorbells; False if it lost."""
+    def commit(
+        self,
+        new: Record,
+        expected_version: int,
+        now: datetime,
+        *,
+        reset_errors: bool = False,
+        keep_running: bool = False,
+    ) -> bool:
+        """Compare-and-set ``new`` over ``expected_version``, then ring the next doorbells; False if it lost.
+
+        ``keep_running``: the write is not made by the attempt that holds the run's step (an operator, a
+        callback), so a step still running keeps the run until it ends (``RunStore.update_run``).
+        """
         bells = self.planner.plan(new, now)
-        if not self.store.update_run(new, expected_version, bells.all, reset_errors=reset_errors):
+        if not self.store.update_run(
+            new, expected_version, bells.all, reset_errors=reset_errors, keep_running=keep_running
+        ):
             return False
         self.publish(bells.now)
         return True
@@ -94,15 +108,21 @@ class Transitions(Generic[T, S]):
             return
         try:
             self.dispatcher.publish(messages)
-        except Exception:
+        except Exception as exc:
+            # A broker that is down fails every call: one line each, the chained tracebacks at DEBUG.
+            extra = {"workflow": self.definition.name, "run_ids": [m.run_id for m in messages]}
+            text = " ".join(str(exc).split())
             log.warning(
-                "publishing %d message(s) failed; the outbox relay will publish them again",
+                "publishing %d message(s) failed; the outbox relay will publish them again: %s",
                 len(messages),
-                exc_info=True,
-                extra={"workflow": self.definition.name, "run_ids": [m.run_id for m in messages]},
+                f"{type(exc).__name__}: {text}" if text else type(exc).__name__,
+                extra=extra,
             )
+            log.debug("publishing %d message(s) failed", len(messages), exc_info=True, extra=extra)
 
-    def change_run_state(self, record: Record, target: RunState, reason: str, now: datetime) -> bool:
+    def change_run_state(
+        self, record: Record, target: RunState, reason: str, now: datetime, *, keep_running: bool = False
+    ) -> bool:
         """A checked run-state change (pause, resume, cancel, delete request) as one compare-and-set.
 
         Raises ``InvalidRunStateTransition`` naming both states when the
@@ -113,11 +133,13 @@ class Transitions(Generic[T, S]):
             record.run_state, target, workflow=self.definition.name, run_id=record.run_id, foreign_id=record.foreign_id
         )
         new = self.next_record(record, run_state=target, reason=reason, now=now)
-        return self.commit(new, record.meta.version, now, reset_errors=target == RunState.RUNNING)
+        return self.commit(
+            new, record.meta.version, now, reset_errors=target == RunState.RUNNING, keep_running=keep_running
+        )
 
     def pause(self, record: Record, reason: str, now: datetime) -> bool:
         """Pause an active run (a just-started one is seen as running); False if something else moved it first."""
-        current = RunState.RUNNING if record.run_state == RunState.INITIATED else record.run_state
+        current = record.run_state.as_active
         check_transition(current, RunState.PAUSED, workflow=self.definition.name, run_id=record.run_id)
         new = self.next_record(record, run_state=RunState.PAUSED, reason=reason, now=now)
         return self.commit(new, record.meta.version, now)
@@ -130,6 +152,8 @@ class Transitions(Generic[T, S]):
         run: Run[T, S],
         result: object,
         what: str,
+        *,
+        keep_running: bool = False,
     ) -> Outcome:
         """Commit what a step, callback or timeout returned for ``record``.
 
@@ -142,7 +166,7 @@ class Transitions(Generic[T, S]):
         """
         now = self.clock.now()
         if isinstance(result, Directive):
-            return self._apply_directive(record, run, result, now)
+            return self._apply_directive(record, run, result, now, keep_running)
         dest = _as_status(result)
         if dest is None or dest not in destinations:
             raise InvalidTransition(
@@ -157,11 +181,13 @@ class Transitions(Generic[T, S]):
         terminal = self.definition.graph.is_terminal(dest)
         run_state = RunState.COMPLETED if terminal else RunState.RUNNING
         new = self.next_record(record, status=dest, run_state=run_state, obj=obj, now=now)
-        if not self.commit(new, record.meta.version, now):
+        if not self.commit(new, record.meta.version, now, keep_running=keep_running):
             return self.superseded(record)
         return Outcome.COMPLETED if terminal else Outcome.MOVED
 
-    def _apply_directive(self, record: Record, run: Run[T, S], directive: Directive, now: datetime) -> Outcome:
+    def _apply_directive(
+        self, record: Record, run: Run[T, S], directive: Directive, now: datetime, keep_running: bool
+    ) -> Outcome:
         if directive.kind is DirectiveKind.SKIP:
             return Outcome.SKIPPED
         obj = self.codec.encode(run.object, run_id=record.run_id, foreign_id=record.foreign_id)
@@ -170,13 +196,13 @@ class Transitions(Generic[T, S]):
             outcome = Outcome.REPEATED
         else:
             target = RunState.PAUSED if directive.kind is DirectiveKind.PAUSE else RunState.CANCELLED
-            current = RunState.RUNNING if record.run_state == RunState.INITIATED else record.run_state
+            current = record.run_state.as_active
             check_transition(
                 current, target, workflow=self.definition.name, run_id=record.run_id, foreign_id=record.foreign_id
             )
             new = self.next_record(record, run_state=target, obj=obj, reason=directive.reason, now=now)
             outcome = Outcome.PAUSED if target == RunState.PAUSED else Outcome.CANCELLED
-        if not self.commit(new, record.meta.version, now):
+        if not self.commit(new, record.meta.version, now, keep_running=keep_running):
             return self.superseded(record)
         return outcome
 

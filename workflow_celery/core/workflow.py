@@ -272,7 +272,9 @@ class Workflow(Generic[T, S]):
             try:
                 run = self.typed.run(record)
                 result = call_user(spec.fn, run, data)
-                outcome = self.transitions.apply(spec.status, spec.destinations, record, run, result, "callback")
+                outcome = self.transitions.apply(
+                    spec.status, spec.destinations, record, run, result, "callback", keep_running=True
+                )
             except Exception as exc:
                 # A failed attempt like any other: counted at the status, pausing the run at the limit.
                 self.failures.callback_failed(record, exc)
@@ -306,7 +308,7 @@ class Workflow(Generic[T, S]):
     def _change_run_state(self, run_id: str, target: RunState, reason: str) -> None:
         for _ in range(CAS_ATTEMPTS):
             record = self._own(self.store.lookup(run_id))
-            if self.transitions.change_run_state(record, target, reason, self.clock.now()):
+            if self.transitions.change_run_state(record, target, reason, self.clock.now(), keep_running=True):
                 return
         raise WorkflowError(
             f"run kept changing; could not move it to {target.name} after {CAS_ATTEMPTS} attempts",

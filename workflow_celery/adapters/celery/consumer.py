@@ -23,11 +23,13 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from celery import Celery
+from celery.exceptions import InvalidTaskError
 from celery.utils.imports import symbol_by_name
 
 from .dead_letters import DeadLetterBox, describe
 from .queues import is_pattern, known_queues
 from .redis_transport import delivering_queue, keeping_transport
+from .task_messages import task_message_problem
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class _KeepsUndeliverableMessages:
         if self._keeping_transport is None:
             return super().connection_for_read(heartbeat=heartbeat)  # type: ignore[misc]
         connection = self.app.connection_for_read(heartbeat=heartbeat, transport=self._keeping_transport)
+        _describe_transport_as_text(connection)
         return self.ensure_connected(connection)  # type: ignore[attr-defined]
 
     # -- messages Celery itself reports and drops --------------------------------------------------
@@ -87,6 +90,10 @@ class _KeepsUndeliverableMessages:
         def on_task_received(message: Any) -> Any:
             self._kept_aside = False
             try:
+                problem = self._problem_of(message)
+                if problem is not None:
+                    # Celery would take it, then fail on it later (in a timer, in the event loop): refused now.
+                    return self.on_invalid_task(None, message, InvalidTaskError(problem))
                 return handle(message)
             except broker_errors:
                 raise
@@ -102,6 +109,24 @@ class _KeepsUndeliverableMessages:
                 return None
 
         return on_task_received
+
+    def _problem_of(self, message: Any) -> str | None:
+        """What is wrong with a message of a task this worker knows (``task_messages``); None when nothing is."""
+        headers = getattr(message, "headers", None)
+        if not isinstance(headers, dict):
+            return None
+        name = headers.get("task")
+        if name is None:
+            # Protocol 1 carries the name in the body.
+            try:
+                payload = message.payload
+            except Exception:
+                return None
+            name = payload.get("task") if isinstance(payload, dict) else None
+        strategies: Any = getattr(self, "strategies", None) or {}
+        if not isinstance(name, str) or name not in strategies:
+            return None  # not a message of a task this worker runs: Celery refuses it in its own words
+        return task_message_problem(message)
 
     def _keep_aside(self, message: Any, reason: str) -> None:
         self._kept_aside = True
@@ -148,6 +173,24 @@ def consumer_class(base: Any, box: DeadLetterBox) -> type:
         (_KeepsUndeliverableMessages, base_cls),
         {"dead_letter_box": box, "__module__": __name__},
     )
+
+
+def _describe_transport_as_text(connection: Any) -> None:
+    """Make ``connection.info()`` (the ``broker`` of ``celery inspect stats``) name its transport as text.
+
+    The connection's transport is a class (the keeping transport), which the
+    JSON reply to a control command cannot carry; it shows as its URL scheme.
+    """
+    info = connection.info
+
+    def info_as_text() -> dict[str, Any]:
+        described: dict[str, Any] = info()
+        transport = described.get("transport")
+        if transport is not None and not isinstance(transport, str):
+            described["transport"] = str(transport)
+        return described
+
+    connection.info = info_as_text
 
 
 def _task_name(message: Any) -> object:

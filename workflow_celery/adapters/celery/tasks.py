@@ -13,14 +13,16 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
-from celery.exceptions import Retry
+from celery.exceptions import Ignore, Reject, Retry
 
 from ...core.answer import Answer, Outcome
 from ...core.definition import Definition
 from ...core.doorbell import describe_task, task_id, with_attempt
 from ...core.errors import ConfigurationError
+from ...core.failures import MAX_ERROR_MESSAGE
 from ...core.options import WorkflowOptions
 from ...core.ports import Clock, RecordStore
+from ...core.text import storable_text
 from ...core.workflow import Workflow
 from .dispatcher import dispatcher_for
 from .registry import registry
@@ -86,22 +88,63 @@ def report(task: Task, wf: Workflow[Any, Any], body: Any, answer: Answer) -> str
 
     A near retry goes through ``Task.retry`` (a new task for the next attempt,
     due after the countdown); a far one only tells Celery the attempt is being
-    retried, while its due time waits in the database for the relay.
+    retried, while its due time waits in the database for the relay. The
+    exception Celery is given is the step's own, or a :class:`StepError` in its
+    place when Celery could not take it as it is (see :func:`for_celery`).
     """
     if answer.error is not None and answer.retry is not None:
+        error = for_celery(answer.error)
         # Raised "from" the failure, so the traceback Flower shows starts with the step's own frames.
         if answer.retry.countdown is not None and answer.message_id is not None:
             following = answer.attempt + 1
             retry = task.retry(
                 kwargs=with_attempt(body, following),
-                exc=answer.error,
+                exc=error,
                 countdown=answer.retry.countdown,
                 throw=False,
                 task_id=task_id(answer.message_id, following),
                 kwargsrepr=describe_task(wf.definition, body, following),
             )
-            raise retry from answer.error
-        raise Retry(exc=answer.error, when=answer.retry.retry_at) from answer.error
+            raise retry from error
+        raise Retry(exc=error, when=answer.retry.retry_at) from error
     if answer.error is not None and answer.outcome is Outcome.PAUSED_AFTER_ERRORS:
-        raise answer.error
+        raise for_celery(answer.error)
     return str(answer.outcome.value)
+
+
+class StepError(Exception):
+    """A failed attempt's exception that Celery could not be given as it is: its type's name, then its message.
+
+    Celery re-raises a ``MemoryError`` in the worker's main process, which
+    stops the worker; lets a ``BaseException`` that is not an ``Exception`` out
+    of the pool process; treats its own ``Ignore``, ``Reject`` and ``Retry``
+    as orders rather than failures; and writes a message whole into every log
+    line, event and result. The attempt was counted with the original; the
+    task fails (or is retried) with this one, whose message is at most
+    ``MAX_ERROR_MESSAGE`` characters.
+    """
+
+
+def for_celery(exc: BaseException) -> BaseException:
+    """``exc`` when Celery can be given it as the task's failure, else a :class:`StepError` naming it.
+
+    The replacement is raised ``from`` the original, unless the original's own
+    message is too long to be written out; then it carries the original's
+    traceback, so the step's frames are still shown.
+    """
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<unprintable {type(exc).__qualname__} object>"
+    too_long = len(message) > MAX_ERROR_MESSAGE
+    unsafe = isinstance(exc, MemoryError | Ignore | Reject | Retry) or not isinstance(exc, Exception)
+    if not (unsafe or too_long):
+        return exc
+    name = storable_text(type(exc).__qualname__, limit=200)
+    replacement = StepError(storable_text(f"{name}: {message}" if message else name, limit=MAX_ERROR_MESSAGE))
+    if too_long:
+        # The chain would print the original's message whole in every traceback Celery logs and sends.
+        replacement.__suppress_context__ = True
+        return replacement.with_traceback(exc.__traceback__)
+    replacement.__cause__ = exc
+    return replacement

@@ -59,7 +59,7 @@ SELECT count(*) FROM r
 # Every sub-statement joins ``u``, so a lost compare-and-set writes nothing. All
 # of them see the snapshot taken before the statement, and the order in which
 # they run is unspecified, so no two may touch the same row: the DELETE of
-# superseded step doorbells skips the new ids (``o`` replaces those by upsert,
+# superseded step doorbells skips the new ids and the ones ``k`` keeps (``o`` replaces those by upsert,
 # as a delete followed by an insert would), and the counter reset ``z`` only
 # touches the status that ``d2`` keeps.
 UPDATE_RUN = text(f"""
@@ -77,6 +77,11 @@ WITH u AS (
 ), d1 AS (
     DELETE FROM workflow_outbox AS x USING u
     WHERE x.run_id = u.run_id AND x.kind = 'step' AND x.id <> ALL(CAST(:o_id AS text[]))
+      AND NOT (CAST(:keep_running AS boolean) AND x.claimed_until > CAST(:updated_at AS timestamptz))
+), k AS (
+    UPDATE workflow_outbox AS x SET kind = 'superseded' FROM u
+    WHERE CAST(:keep_running AS boolean) AND x.run_id = u.run_id AND x.kind = 'step'
+      AND x.id <> ALL(CAST(:o_id AS text[])) AND x.claimed_until > CAST(:updated_at AS timestamptz)
 ), d2 AS (
     DELETE FROM workflow_step_errors AS e USING u
     WHERE e.run_id = u.run_id AND e.status <> u.status
@@ -143,6 +148,9 @@ WITH r AS (
       AND (CAST(:attempt AS integer) IS NULL OR o.retries + 1 = CAST(:attempt AS integer))
       AND (CAST(:version AS integer) IS NULL
            OR EXISTS (SELECT 1 FROM r WHERE r.version = CAST(:version AS integer)))
+      AND (o.kind = 'hook' OR NOT EXISTS (
+           SELECT 1 FROM workflow_outbox AS s
+           WHERE s.run_id = :run_id AND s.kind = 'superseded' AND s.id <> :id AND s.claimed_until > :now))
     RETURNING o.id, o.retries, o.abandoned
 )
 SELECT r.run_id, r.workflow_name, r.foreign_id, r.run_state, r.status, r.object, r.created_at, r.updated_at,
@@ -261,12 +269,18 @@ class PostgresWrites:
             conn.execute(INSERT_RUN, {**record_params(record), **outbox_arrays(outbox)})
 
     def update_run(
-        self, record: Record, expected_version: int, outbox: Sequence[OutboxMessage], reset_errors: bool
+        self,
+        record: Record,
+        expected_version: int,
+        outbox: Sequence[OutboxMessage],
+        reset_errors: bool,
+        keep_running: bool,
     ) -> bool:
         params = record_params(record)
         params.update(outbox_arrays(outbox))
         params["expected_version"] = expected_version
         params["reset_errors"] = reset_errors
+        params["keep_running"] = keep_running
         with self._c.statement() as conn:
             return bool(conn.execute(UPDATE_RUN, params).scalar_one())
 

@@ -131,6 +131,24 @@ _RECORD_ERROR = _sq_error_insert.on_conflict_do_update(
 ).returning(step_errors.c.count)
 
 
+# A step doorbell whose attempt still runs when an operator or a callback moves the run.
+_SUPERSEDE_RUNNING: Update = (
+    outbox.update()
+    .where(
+        outbox.c.run_id == bindparam("b_run_id"),
+        outbox.c.kind == "step",
+        outbox.c.claimed_until > bindparam("b_now", type_=UTCDateTime()),
+    )
+    .values(kind="superseded")
+)
+_SUPERSEDED_RUNNING: Select[Any] = select(outbox.c.id).where(
+    outbox.c.run_id == bindparam("b_run_id"),
+    outbox.c.kind == "superseded",
+    outbox.c.id != bindparam("b_id"),
+    outbox.c.claimed_until > bindparam("b_now", type_=UTCDateTime()),
+)
+
+
 class SQLiteWrites:
     """The store's writes on SQLite; see ``SQLStore`` for what each one means."""
 
@@ -145,7 +163,12 @@ class SQLiteWrites:
                 conn.execute(_UPSERT_OUTBOX, [outbox_params(m) for m in unique(outbox)])
 
     def update_run(
-        self, record: Record, expected_version: int, outbox: Sequence[OutboxMessage], reset_errors: bool
+        self,
+        record: Record,
+        expected_version: int,
+        outbox: Sequence[OutboxMessage],
+        reset_errors: bool,
+        keep_running: bool,
     ) -> bool:
         params = record_params(record)
         params["b_run_id"] = record.run_id
@@ -155,6 +178,8 @@ class SQLiteWrites:
                 conn.rollback()
                 return False
             conn.execute(_INSERT_HISTORY, history_params(record))
+            if keep_running:
+                conn.execute(_SUPERSEDE_RUNNING, {"b_run_id": record.run_id, "b_now": record.updated_at})
             conn.execute(_DELETE_STEP_DOORBELLS, {"b_run_id": record.run_id})
             conn.execute(_DELETE_OTHER_ERRORS, {"b_run_id": record.run_id, "b_status": int(record.status)})
             if reset_errors:
@@ -213,6 +238,11 @@ class SQLiteWrites:
                 failures = 0
             current = version is None or (record is not None and record.meta.version == version)
             held = doorbell is not None and doorbell.claimed_until is not None and doorbell.claimed_until > now
+            if doorbell is not None and doorbell.kind != "hook" and not held:
+                held = (
+                    conn.execute(_SUPERSEDED_RUNNING, {"b_run_id": run_id, "b_id": message_id, "b_now": now}).first()
+                    is not None
+                )
             expected = doorbell is not None and (attempt is None or attempt == doorbell.retries + 1)
             if doorbell is None or not current or held or not expected:
                 return Claim(record=record, doorbell=doorbell, claimed=False, abandoned=False, failures=failures or 0)

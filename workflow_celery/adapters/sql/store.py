@@ -105,6 +105,7 @@ class SQLStore:
         outbox: Sequence[OutboxMessage],
         *,
         reset_errors: bool = False,
+        keep_running: bool = False,
     ) -> bool:
         """Compare-and-set ``record`` against ``expected_version``; see ``RunStore.update_run``.
 
@@ -112,7 +113,7 @@ class SQLStore:
         while another run for its foreign id is in progress.
         """
         try:
-            return self._writes.update_run(record, expected_version, outbox, reset_errors)
+            return self._writes.update_run(record, expected_version, outbox, reset_errors, keep_running)
         except IntegrityError as exc:
             if violated_constraint(exc) != IN_PROGRESS_INDEX:
                 raise

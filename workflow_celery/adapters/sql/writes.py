@@ -16,7 +16,12 @@ class DialectWrites(Protocol):
 
     def insert_run(self, record: Record, outbox: Sequence[OutboxMessage]) -> None: ...
     def update_run(
-        self, record: Record, expected_version: int, outbox: Sequence[OutboxMessage], reset_errors: bool
+        self,
+        record: Record,
+        expected_version: int,
+        outbox: Sequence[OutboxMessage],
+        reset_errors: bool,
+        keep_running: bool,
     ) -> bool: ...
     def claim_due_outbox(
         self, now: datetime, limit: int, redeliver_after: timedelta, max_interval: timedelta

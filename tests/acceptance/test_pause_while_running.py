@@ -1,0 +1,31 @@
+"""Acceptance: a run paused and resumed while its step runs never has that step running twice at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.acceptance.attemptsapp import Job
+from tests.acceptance.conftest import Worker
+from tests.acceptance.helpers import marks, wait_until
+from tests.acceptance.test_attempts import APP, attempts
+from workflow_celery import RunState, SQLStore
+
+
+def test_pause_and_resume_during_a_step_waits_for_it_before_running_the_step_again(
+    broker_url: str, store: SQLStore, start_worker: Callable[..., Worker], tmp_path: Path
+) -> None:
+    wf = attempts(broker_url, store)
+    env = {"WFC_REDELIVER_AFTER": "2"}
+    start_worker(APP, "attempts.*", concurrency=2, env=env)
+    start_worker(APP, "attempts.*", concurrency=2, env=env)
+    run_id = wf.trigger("paused-1", initial_value=Job(marker_dir=str(tmp_path), sleep=5.0))
+    wait_until(lambda: bool(marks(tmp_path, "attempt", run_id)), 30, "the step to start")
+    wf.pause(run_id, "looking at it")
+    wf.resume(run_id)  # rings the step again while the first attempt still runs
+    wait_until(lambda: store.lookup(run_id).run_state == RunState.COMPLETED, 120, "the run to complete")
+    starts = sorted(m["t"] for m in marks(tmp_path, "attempt", run_id))
+    ends = sorted(m["t"] for m in marks(tmp_path, "done", run_id))
+    assert len(starts) == 2, f"the step ran {len(starts)} times: {starts}"  # the first one's result was superseded
+    assert starts[1] >= ends[0], f"the second execution started {ends[0] - starts[1]:.1f}s before the first ended"
+    print(f"the step ran again {starts[1] - ends[0]:.1f}s after the superseded execution ended")
