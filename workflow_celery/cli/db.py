@@ -65,13 +65,14 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def _app_engines(workflows: dict[str, Workflow[Any, Any]]) -> list[Engine]:
-    """The engine of each SQL store the workflows use, once each, in workflow-name order."""
+    """The engine of each database the workflows' SQL stores use, once per database, in workflow-name order."""
     from ..adapters.sql import SQLStore
 
-    engines: dict[int, Engine] = {}
+    # Keyed by URL: two stores built from one URL are one database, migrated once.
+    engines: dict[str, Engine] = {}
     for _, wf in sorted(workflows.items()):
         if isinstance(wf.store, SQLStore):
-            engines.setdefault(id(wf.store.engine), wf.store.engine)
+            engines.setdefault(wf.store.engine.url.render_as_string(hide_password=False), wf.store.engine)
     if not engines:
         names = ", ".join(sorted(workflows))
         raise CliError(f"the app's workflows ({names}) keep their runs in no SQL store: give --url")
