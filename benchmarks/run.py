@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.run                    # 2000 runs, 2 workers x 1 process, a b a b
     .venv/bin/python -m benchmarks.run --quick            # smoke size
     .venv/bin/python -m benchmarks.run --json results.json
+    .venv/bin/python -m benchmarks.run --with-dbos        # adds a peer, DBOS Transact (benchmarks.dbos_peer)
 
 (a) ``chain``: N chains of three no-op Celery tasks, each enqueuing the next;
 (b) ``workflow``: N runs of the three-step order workflow, started with ``wf.trigger``.
@@ -95,6 +96,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--pg-admin-url", default=DEFAULT_PG_ADMIN_URL, help="PostgreSQL URL allowed to CREATE and DROP DATABASE"
     )
     p.add_argument("--json", type=Path, default=None, help="also write the results to this file")
+    p.add_argument(
+        "--with-dbos",
+        action="store_true",
+        help="also run a peer, the same 3-step workflow in DBOS Transact, started in-process and through its queue "
+        "(needs: pip install 'dbos>=3.4')",
+    )
+    p.add_argument(
+        "--dbos-queue-polling",
+        type=float,
+        default=None,
+        help="polling_interval_sec of the peer's DBOS queue (default 0.01; DBOS's own default is 1.0)",
+    )
     p.add_argument("--keep-logs", action="store_true", help="keep the worker logs (their directory is printed)")
     args = p.parse_args(argv)
     if args.quick:
@@ -195,7 +208,7 @@ def print_header(machine: dict[str, Any], settings: Settings, args: argparse.Nam
 
 
 def print_trial(t: Trial) -> None:
-    unit = "hops/s" if t.system == "chain" else "transitions/s"
+    unit = {"chain": "hops/s", "workflow": "transitions/s"}.get(t.system, "steps/s")
     print(
         f"  {t.system:<8} #{t.trial}: {t.throughput:7.1f} {unit:<13} window {t.window_s:6.1f}s "
         f"(trigger {t.trigger_s:5.1f}s)  p50 {_ms(t.latency_p50_s)} ms  p99 {_ms(t.latency_p99_s)} ms  "
@@ -203,7 +216,7 @@ def print_trial(t: Trial) -> None:
         flush=True,
     )
     cpu = t.extra.get("cpu_ms_per_item", {})
-    per = "hop" if t.system == "chain" else "transition"
+    per = {"chain": "hop", "workflow": "transition"}.get(t.system, "step")
     line = ", ".join(f"{role} {ms:.2f}" for role, ms in cpu.items())
     other = t.extra.get("other_load", 0.0)
     print(
@@ -215,6 +228,13 @@ def print_trial(t: Trial) -> None:
         print(
             f"{'':16}step messages {e.get('step_messages')} (beyond one per transition: {e.get('extra_messages')}), "
             f"relay re-sent {e.get('relay_published')}, runs off the path {e.get('runs_not_on_expected_path')}",
+            flush=True,
+        )
+    elif t.system.startswith("dbos-"):
+        e = t.extra
+        print(
+            f"{'':16}steps recorded {e.get('steps_recorded')} (3 per workflow, idle ones included), "
+            f"runs not fulfilled {e.get('runs_not_fulfilled')}",
             flush=True,
         )
 
@@ -278,6 +298,16 @@ def _raise_on_sigterm(signum: int, _frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    dbos_peer: Any = None
+    if args.with_dbos:
+        from benchmarks import dbos_peer
+
+        problem = dbos_peer.missing()
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            return 2
+        if args.dbos_queue_polling is None:
+            args.dbos_queue_polling = dbos_peer.DEFAULT_QUEUE_POLLING_S
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     broker_url = f"{args.redis_url.rstrip('/')}/{args.redis_db}"
     settings = Settings(
@@ -290,11 +320,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     machine = machine_info(args.pg_admin_url, broker_url)
     machine["workflow_celery"] = workflow_celery.__version__
+    if dbos_peer is not None:
+        machine["dbos"] = dbos_peer.version()
     print_header(machine, settings, args)
+    if dbos_peer is not None:
+        print(dbos_peer.describe(settings, args.dbos_queue_polling))
+        print()
     workdir = Path(tempfile.mkdtemp(prefix="wfc-bench-"))
     trials: list[Trial] = []
     started = time.monotonic()
     phases: list[Callable[[Settings, int, str, Path], Trial]] = [run_chain_trial, run_flow_trial]
+    if dbos_peer is not None:
+        phases += dbos_peer.phases(args.dbos_queue_polling)
     try:
         for number in range(1, settings.repeats + 1):
             for phase in phases:
@@ -306,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"worker logs: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    summary = summarise(trials)
+    summary = summarise([t for t in trials if t.system in ("chain", "workflow")])
     print()
     print_table(summary)
     for system in ("chain", "workflow"):
@@ -318,6 +355,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\n(b)/(a) throughput ratio: {summary['ratio']['throughput']:.2f} (median of pairs "
         f"{summary['ratio']['throughput_median_of_pairs']:.2f})   total time {time.monotonic() - started:.0f}s"
     )
+    if dbos_peer is not None:
+        summary["dbos"] = dbos_peer.summarise(trials)
+        noisy = {
+            system: sum(t.extra.get("other_load", 0.0) > NOISY_LOAD for t in trials if t.system == system)
+            for system in {t.system for t in trials}
+        }
+        print("\nThe peer, DBOS Transact (items: our transitions, DBOS steps; CPU: all roles of each system):")
+        dbos_peer.print_table(summary["workflow"], summary["dbos"], noisy)
     if args.json is not None:
         result = {
             "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.run", *(argv or sys.argv[1:])]),
