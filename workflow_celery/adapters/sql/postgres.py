@@ -77,7 +77,8 @@ WITH u AS (
 ), d1 AS (
     DELETE FROM workflow_outbox AS x USING u
     WHERE x.run_id = u.run_id AND x.kind = 'step' AND x.id <> ALL(CAST(:o_id AS text[]))
-      AND NOT (CAST(:keep_running AS boolean) AND x.claimed_until > CAST(:updated_at AS timestamptz))
+      AND NOT (CAST(:keep_running AS boolean) AND x.claimed_until IS NOT NULL
+               AND x.claimed_until > CAST(:updated_at AS timestamptz))
 ), k AS (
     UPDATE workflow_outbox AS x SET kind = 'superseded' FROM u
     WHERE CAST(:keep_running AS boolean) AND x.run_id = u.run_id AND x.kind = 'step'

@@ -150,12 +150,12 @@ class ClaimsContract(StoreContract):
 
     def test_an_attempt_running_across_an_operators_write_keeps_the_run_until_it_ends(self, store: RecordStore) -> None:
         r = rec()
-        running = msg(r)
-        store.insert_run(r, [running])
+        running, idle = msg(r), msg(r, id="run-1.1.resume")
+        store.insert_run(r, [running, idle])
         assert store.claim(running.id, "run-1", 1, "token-a", T0, T0 + MINUTE).claimed
         paused = moved(r, run_state=RunState.PAUSED)
         assert store.update_run(paused, 1, [], keep_running=True)
-        [kept] = store.outbox("run-1")
+        [kept] = store.outbox("run-1")  # a doorbell nobody works on goes, as with any write
         assert (kept.id, kept.kind, kept.claimed_until) == (running.id, "superseded", T0 + MINUTE)
         resumed = moved(paused, run_state=RunState.RUNNING)
         again = msg(resumed)
