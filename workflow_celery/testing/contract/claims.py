@@ -1,20 +1,6 @@
 """The contract of ``Claims``: at most one attempt at a doorbell's work at a time.
 
-Subclass ``ClaimsContract`` in a test module and override the ``store`` fixture with a
-fresh, empty store of yours, its schema created (``MyStore`` here)::
-
-    import pytest
-
-    from workflow_celery.testing.contract import ClaimsContract
-
-
-    class TestMyStore(ClaimsContract):
-        @pytest.fixture
-        def store(self) -> MyStore:
-            store = MyStore()
-            store.create_schema()
-            return store
-See :mod:`workflow_celery.testing.contract` for the whole suite and ``open_store``.
+Subclass ``ClaimsContract`` and override its ``store`` fixture, as :mod:`workflow_celery.testing.contract` shows.
 """
 
 from __future__ import annotations

@@ -1,20 +1,6 @@
 """The contract of ``ErrorLog``: the step and hook failure counters.
 
-Subclass ``ErrorLogContract`` in a test module and override the ``store`` fixture with a
-fresh, empty store of yours, its schema created (``MyStore`` here)::
-
-    import pytest
-
-    from workflow_celery.testing.contract import ErrorLogContract
-
-
-    class TestMyStore(ErrorLogContract):
-        @pytest.fixture
-        def store(self) -> MyStore:
-            store = MyStore()
-            store.create_schema()
-            return store
-See :mod:`workflow_celery.testing.contract` for the whole suite and ``open_store``.
+Subclass ``ErrorLogContract`` and override its ``store`` fixture, as :mod:`workflow_celery.testing.contract` shows.
 """
 
 from __future__ import annotations

@@ -1,22 +1,6 @@
 """The contract of ``RunStore``'s queries: ``list_runs``, ``count_runs``, ``stranded_runs``.
 
-Subclass ``RunListingContract`` in a test module and override the ``store`` fixture with a
-fresh, empty store of yours, its schema created (``MyStore`` here)::
-
-    import pytest
-
-    from workflow_celery.testing.contract import RunListingContract
-
-
-    class TestMyStore(RunListingContract):
-        @pytest.fixture
-        def store(self) -> MyStore:
-            store = MyStore()
-            store.create_schema()
-            return store
-
-``RunStoreContract`` includes it.
-See :mod:`workflow_celery.testing.contract` for the whole suite and ``open_store``.
+Subclass ``RunListingContract`` and override its ``store`` fixture, as :mod:`workflow_celery.testing.contract` shows.
 """
 
 from __future__ import annotations
