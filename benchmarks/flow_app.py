@@ -10,8 +10,7 @@ configured from ``celeryconfig``) plus what the benchmark needs to observe it:
 - ``BENCH_STATS_DIR``: count the outcome of every step message per process
   (how many were duplicates) and, with ``BENCH_TIMINGS=1``, time the parts of
   a transition (store lookup and compare-and-set, publish, object codec);
-- ``BENCH_TASK_EVENTS``: override ``worker_send_task_events`` (tuning runs);
-- ``BENCH_LEAN_STORE=1``: the experiment of ``benchmarks.lean_store``.
+- ``BENCH_TASK_EVENTS``: override ``worker_send_task_events`` (tuning runs).
 """
 
 from __future__ import annotations
@@ -40,10 +39,6 @@ _options: dict[str, Any] = {}
 if os.environ.get("BENCH_REDELIVER_AFTER"):
     _options["redeliver_after"] = timedelta(seconds=float(os.environ["BENCH_REDELIVER_AFTER"]))
 wf = order_workflow().build(app, store, **_options)
-if os.environ.get("BENCH_LEAN_STORE") == "1":
-    from benchmarks import lean_store
-
-    lean_store.install(store)
 
 
 def _timed(name: str, fn: F) -> F:

@@ -55,14 +55,10 @@ class Settings:
     pg_admin_url: str
     synchronous_commit: str | None = None
     task_events: bool | None = None
-    lean_store: bool = False
 
     def worker_env(self) -> dict[str, str]:
         """Environment both systems' workers get on top of their own."""
-        env = {} if self.task_events is None else {TASK_EVENTS_ENV: "1" if self.task_events else "0"}
-        if self.lean_store:
-            env["BENCH_LEAN_STORE"] = "1"  # read by the workflow workers only
-        return env
+        return {} if self.task_events is None else {TASK_EVENTS_ENV: "1" if self.task_events else "0"}
 
     def database_settings(self) -> dict[str, str]:
         return {} if self.synchronous_commit is None else {"synchronous_commit": self.synchronous_commit}

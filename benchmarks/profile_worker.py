@@ -10,8 +10,7 @@ steady-state work. Each pass has a fresh database and a flushed Redis db:
 - ``flow-solo-timers``: the workflow on ``--pool solo``; the worker wraps
   ``store.claim``, ``store.update_run``, the dispatcher's ``publish`` and the
   object codec, and records wall (``perf_counter``) and CPU (``thread_time``)
-  time of each; ``--lean-store`` adds ``flow-solo-lean``, the same with the
-  experiment of ``benchmarks.lean_store``;
+  time of each;
 - ``chain-solo``, ``flow-prefork``, ``chain-prefork``: wall time per item;
 - ``flow-solo-py-spy``, ``chain-solo-py-spy``: under ``py-spy record --idle``
   (wall-clock samples, waiting on PostgreSQL and Redis included), bucketed.
@@ -154,7 +153,6 @@ class Pass:
     pool: str
     timers: bool = False
     sample: bool = False
-    lean_store: bool = False
 
 
 @dataclass
@@ -234,7 +232,6 @@ def run_pass(p: Pass, settings: Settings, broker_url: str, workdir: Path) -> Pas
                     "BENCH_STATS_DIR": str(stats_dir),
                     "BENCH_REDELIVER_AFTER": str(PROFILE_REDELIVER_AFTER_S),
                     "BENCH_TIMINGS": "1" if p.timers else "0",
-                    "BENCH_LEAN_STORE": "1" if p.lean_store else "0",
                 }
                 store = SQLStore(db_url)
                 spec = WorkerSpec("benchmarks.flow_app", FLOW_QUEUES, pool=p.pool, loglevel=settings.loglevel)
@@ -351,9 +348,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--loglevel", default="WARNING")
     p.add_argument("--no-py-spy", action="store_true", help="skip the sampling passes")
     p.add_argument(
-        "--lean-store", action="store_true", help="add a timers pass with the benchmarks.lean_store experiment"
-    )
-    p.add_argument(
         "--synchronous-commit",
         choices=["on", "off", "local"],
         default=None,
@@ -373,8 +367,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         pg_admin_url=args.pg_admin_url, synchronous_commit=args.synchronous_commit,
     )  # fmt: skip
     passes = [x for x in PASSES if not (x.sample and args.no_py_spy)]
-    if args.lean_store:
-        passes.insert(1, Pass("flow-solo-lean", "workflow", "solo", timers=True, lean_store=True))
     workdir = Path(tempfile.mkdtemp(prefix="wfc-profile-"))
     results: list[PassResult] = []
     try:

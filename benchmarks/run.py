@@ -83,11 +83,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="override celeryconfig's worker_send_task_events in both systems' workers",
     )
-    p.add_argument(
-        "--lean-store",
-        action="store_true",
-        help="experiment: workflow workers send lookup/update_run through psycopg directly (benchmarks.lean_store)",
-    )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds a trial may take to finish")
     p.add_argument("--quick", action="store_true", help=f"smoke size: {QUICK_RUNS} runs, 1 repeat, 5 idle samples")
     p.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="Redis server, without a db number")
@@ -194,10 +189,6 @@ def print_header(machine: dict[str, Any], settings: Settings, args: argparse.Nam
     )
     if settings.synchronous_commit is not None:
         print(f"           benchmark databases: synchronous_commit = {settings.synchronous_commit}")
-    if settings.lean_store:
-        print(
-            "           workflow workers: experiment benchmarks.lean_store (lookup, update_run on the psycopg cursor)"
-        )
     if settings.task_events is not None:
         print(f"           workers: worker_send_task_events = {settings.task_events} (overrides celeryconfig)")
     print(
@@ -316,7 +307,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout=args.timeout, redis_url=args.redis_url, pg_admin_url=args.pg_admin_url,
         synchronous_commit=args.synchronous_commit,
         task_events=None if args.task_events is None else args.task_events == "on",
-        lean_store=args.lean_store,
     )  # fmt: skip
     machine = machine_info(args.pg_admin_url, broker_url)
     machine["workflow_celery"] = workflow_celery.__version__

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta, timezone
 from typing import Any
@@ -218,18 +219,31 @@ def test_postgres_connections_closed_by_the_server_are_replaced_before_use(
 
 
 @pytest.mark.integration
-def test_a_connection_lost_mid_statement_is_a_documented_error(pg_url: str, pg_server: PostgresServer) -> None:
+@pytest.mark.parametrize("operation", ["lookup", "claim", "update_run", "insert_run"])
+def test_a_connection_lost_mid_statement_is_a_documented_error(
+    pg_url: str, pg_server: PostgresServer, operation: str
+) -> None:
     # An engine of the caller's is used as it is, without the check that replaces closed connections.
+    # claim, update_run and insert_run go to psycopg's cursor directly, lookup through SQLAlchemy.
     store = SQLStore(sa.create_engine(pg_url))
+    run = f"run-lost-{operation}"
+    calls: dict[str, Callable[[], object]] = {
+        "lookup": lambda: store.lookup(run),
+        "claim": lambda: store.claim(f"{run}.1", run, None, "t", T0, T0),
+        "update_run": lambda: store.update_run(rec(run, foreign_id=run, version=2), 1, []),
+        "insert_run": lambda: store.insert_run(rec(f"{run}-2", foreign_id=f"{run}-2"), []),
+    }
     try:
-        store.insert_run(rec("run-l", foreign_id="lost"), [])
+        store.insert_run(rec(run, foreign_id=run), [msg(run)])
+        store.claim(f"{run}.1", run, None, "t", T0, T0)  # a connection in the claims pool too
         database = sa.make_url(pg_url).database
         assert database is not None
-        assert pg_server.terminate_connections(database) >= 1
+        assert pg_server.terminate_connections(database) >= 2
         with pytest.raises(DatabaseConnectionLost, match="may or may not have been committed") as lost:
-            store.lookup("run-l")
+            calls[operation]()
         assert isinstance(lost.value.__cause__, sa.exc.DBAPIError)
-        assert store.lookup("run-l").run_id == "run-l"  # the pool reconnected
+        assert lost.value.__cause__.connection_invalidated
+        calls[operation]()  # the pool reconnected
     finally:
         store.dispose()
 

@@ -10,13 +10,15 @@ made its snapshot stale.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
+from psycopg.rows import dict_row
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.elements import TextClause
 
 from ...core.errors import DatabaseConnectionLost, SchemaMissing
 from .engine import claims_engine, guard_forks
@@ -36,6 +38,9 @@ class Connections:
         self._autocommit: Engine = engine.execution_options(isolation_level="AUTOCOMMIT") if self.postgresql else engine
         self._claims: Engine = claims_engine(engine) if self.postgresql else self._autocommit
         self._lock = threading.RLock()
+        # The statements every transition sends skip SQLAlchemy's execution layer on psycopg (see fetch_one).
+        self.driver_cursors = self.postgresql and engine.dialect.driver == "psycopg"
+        self._driver_sql: dict[TextClause, str] = {}
 
     def dispose(self) -> None:
         """Close every pooled connection; the next statement reconnects."""
@@ -72,6 +77,45 @@ class Connections:
         """A statement about claims: on PostgreSQL, committed without waiting for the WAL flush."""
         with self.schema_checked(), self.guard(), self._claims.connect() as conn, _lost_mid_statement():
             yield conn
+
+    def fetch_one(
+        self, statement: TextClause, params: Mapping[str, Any], *, claims: bool = False
+    ) -> Mapping[Any, Any] | None:
+        """Run one statement and return its first row as a mapping (None without rows).
+
+        On psycopg the statement goes to the driver's cursor directly: the
+        claim and the commit of every transition come through here, and
+        around each round trip SQLAlchemy's execution layer (execution
+        context, result metadata, ``Row`` objects) costs about as much CPU as
+        psycopg itself. The connection still comes from the store's pool,
+        with its fork guard and checkout checks, and a psycopg error leaves as
+        the SQLAlchemy error ``Connection.execute`` would have raised (a lost
+        connection invalidated), so callers handle both paths alike. psycopg
+        prepares each statement on a connection after a few executions, as it
+        does through SQLAlchemy.
+        """
+        if not self.driver_cursors:
+            with self.claim_statement() if claims else self.statement() as conn:
+                row = conn.execute(statement, params).first()
+            return None if row is None else row._mapping
+        sql = self._driver_sql.get(statement)
+        if sql is None:
+            sql = self._driver_sql[statement] = str(statement.compile(dialect=self.engine.dialect))
+        engine = self._claims if claims else self._autocommit
+        dbapi_error = engine.dialect.loaded_dbapi.Error
+        with self.schema_checked(), self.guard(), engine.connect() as conn, _lost_mid_statement():
+            fairy = conn.connection
+            try:
+                with fairy.driver_connection.cursor(row_factory=dict_row) as cursor:  # type: ignore[union-attr]
+                    return cursor.execute(sql, params).fetchone()  # type: ignore[no-any-return]
+            except dbapi_error as exc:
+                gone = engine.dialect.is_disconnect(exc, fairy.dbapi_connection, None)
+                if gone:
+                    conn.invalidate(exc)
+                # No parameters in the message: they hold users' objects.
+                raise DBAPIError.instance(
+                    sql, None, exc, dbapi_error, hide_parameters=True, connection_invalidated=gone, dialect=conn.dialect
+                ) from exc
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 
 from ...core.dead_letters import DeadLetter
 from ...core.failures import backoff
@@ -53,16 +53,30 @@ WITH r AS (
     SELECT m.* FROM r CROSS JOIN {OUTBOX_ROWS}
     {OUTBOX_ON_CONFLICT}
 )
-SELECT count(*) FROM r
+SELECT count(*) AS n FROM r
 """)
+
 
 # Every sub-statement joins ``u``, so a lost compare-and-set writes nothing. All
 # of them see the snapshot taken before the statement, and the order in which
 # they run is unspecified, so no two may touch the same row: the DELETE of
 # superseded step doorbells skips the new ids and the ones ``k`` keeps (``o`` replaces those by upsert,
 # as a delete followed by an insert would), and the counter reset ``z`` only
-# touches the status that ``d2`` keeps.
-UPDATE_RUN = text(f"""
+# touches the status that ``d2`` keeps. ``k`` and ``z`` exist only in the
+# variants that need them: a transition (neither) is the statement sent most,
+# and every sub-statement costs the server CPU even when it touches nothing.
+def _update_run(keep_running: bool, reset_errors: bool) -> TextClause:
+    still_running = "x.claimed_until IS NOT NULL AND x.claimed_until > CAST(:updated_at AS timestamptz)"
+    keep = f"""
+    AND NOT ({still_running})
+), k AS (
+    UPDATE workflow_outbox AS x SET kind = 'superseded' FROM u
+    WHERE x.run_id = u.run_id AND x.kind = 'step' AND x.id <> ALL(CAST(:o_id AS text[])) AND {still_running}"""
+    reset = """
+), z AS (
+    UPDATE workflow_step_errors AS e SET count = 0 FROM u
+    WHERE e.run_id = u.run_id AND e.status = u.status"""
+    return text(f"""
 WITH u AS (
     UPDATE workflow_records SET
         workflow_name = :workflow_name, foreign_id = :foreign_id, run_state = :run_state, status = :status,
@@ -76,26 +90,21 @@ WITH u AS (
     SELECT run_id, version, status, run_state, object, run_state_reason, updated_at FROM u
 ), d1 AS (
     DELETE FROM workflow_outbox AS x USING u
-    WHERE x.run_id = u.run_id AND x.kind = 'step' AND x.id <> ALL(CAST(:o_id AS text[]))
-      AND NOT (CAST(:keep_running AS boolean) AND x.claimed_until IS NOT NULL
-               AND x.claimed_until > CAST(:updated_at AS timestamptz))
-), k AS (
-    UPDATE workflow_outbox AS x SET kind = 'superseded' FROM u
-    WHERE CAST(:keep_running AS boolean) AND x.run_id = u.run_id AND x.kind = 'step'
-      AND x.id <> ALL(CAST(:o_id AS text[])) AND x.claimed_until > CAST(:updated_at AS timestamptz)
+    WHERE x.run_id = u.run_id AND x.kind = 'step' AND x.id <> ALL(CAST(:o_id AS text[])){keep if keep_running else ""}
 ), d2 AS (
     DELETE FROM workflow_step_errors AS e USING u
-    WHERE e.run_id = u.run_id AND e.status <> u.status
-), z AS (
-    UPDATE workflow_step_errors AS e SET count = 0 FROM u
-    WHERE CAST(:reset_errors AS boolean) AND e.run_id = u.run_id AND e.status = u.status
+    WHERE e.run_id = u.run_id AND e.status <> u.status{reset if reset_errors else ""}
 ), o AS (
     INSERT INTO workflow_outbox ({OUTBOX_COLUMNS})
     SELECT m.* FROM u CROSS JOIN {OUTBOX_ROWS}
     {OUTBOX_ON_CONFLICT}
 )
-SELECT count(*) FROM u
+SELECT count(*) AS n FROM u
 """)
+
+
+UPDATE_RUN = {(keep, reset): _update_run(keep, reset) for keep in (False, True) for reset in (False, True)}
+"""The compare-and-set of a run, by (``keep_running``, ``reset_errors``)."""
 
 # SKIP LOCKED hands each due row to one caller; a row another caller has just
 # claimed and committed is re-checked against ``due_at <= :now`` on its new
@@ -266,8 +275,7 @@ class PostgresWrites:
         self._c = connections
 
     def insert_run(self, record: Record, outbox: Sequence[OutboxMessage]) -> None:
-        with self._c.statement() as conn:
-            conn.execute(INSERT_RUN, {**record_params(record), **outbox_arrays(outbox)})
+        self._c.fetch_one(INSERT_RUN, {**record_params(record), **outbox_arrays(outbox)})
 
     def update_run(
         self,
@@ -280,10 +288,8 @@ class PostgresWrites:
         params = record_params(record)
         params.update(outbox_arrays(outbox))
         params["expected_version"] = expected_version
-        params["reset_errors"] = reset_errors
-        params["keep_running"] = keep_running
-        with self._c.statement() as conn:
-            return bool(conn.execute(UPDATE_RUN, params).scalar_one())
+        row = self._c.fetch_one(UPDATE_RUN[keep_running, reset_errors], params)
+        return bool(row and row["n"])
 
     def claim_due_outbox(
         self, now: datetime, limit: int, redeliver_after: timedelta, max_interval: timedelta
@@ -319,9 +325,9 @@ class PostgresWrites:
             "now": now,
             "until": until,
         }
-        with self._c.claim_statement() as conn:
-            row = conn.execute(CLAIM, params).one()
-        return claim_from_row(row._mapping, until)
+        row = self._c.fetch_one(CLAIM, params, claims=True)
+        assert row is not None  # the statement always returns its one row
+        return claim_from_row(row, until)
 
     def renew_claims(self, message_ids: Sequence[str], until: datetime) -> None:
         with self._c.claim_statement() as conn:
