@@ -11,10 +11,11 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from . import relay
 from .answer import Answer, Outcome
+from .async_calls import AsyncCalls
 from .codec import ObjectCodec
 from .definition import Definition
 from .doorbell import ACTIVE, Planner
@@ -56,7 +57,7 @@ Handler = Callable[[Any], Answer]
 """What a worker does with the keyword arguments of one message from a queue."""
 
 
-class Workflow(Generic[T, S]):
+class Workflow(AsyncCalls[T, S]):
     """A built workflow bound to a store and a dispatcher.
 
     Safe to share between threads; cheap to call from web views. It puts
@@ -64,6 +65,7 @@ class Workflow(Generic[T, S]):
     object and the typed views of a record), ``planner`` (what a write rings),
     ``transitions`` (writing the next version), ``failures`` (counting,
     retrying, pausing), ``engine`` (answering doorbells) and ``hooks``.
+    Async callers use the ``a…`` calls of ``AsyncCalls``.
     """
 
     def __init__(
@@ -212,41 +214,52 @@ class Workflow(Generic[T, S]):
         ``AwaitTimeout`` after ``timeout`` seconds, ``RecordNotFound`` for an
         unknown run and ``RunFinished`` if the run ended without reaching it.
         """
-        if int(status) not in self.definition.graph:
-            raise ConfigurationError(f"status {status!r} is not part of the graph", workflow=self.name, run_id=run_id)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = self._await_deadline(run_id, status, timeout)
         poll = AWAIT_MIN_POLL
         while True:
-            record = self._own(self.store.lookup(run_id))
-            if record.foreign_id != foreign_id:
-                raise RecordNotFound(
-                    f"run belongs to foreign id {record.foreign_id!r}",
-                    workflow=self.name,
-                    run_id=run_id,
-                    foreign_id=foreign_id,
-                )
-            for entry in self.store.history(run_id):
-                if entry.status == int(status):
-                    return self.typed.run(record, entry)
-            if record.run_state.finished:
-                raise RunFinished(
-                    f"the run finished ({record.run_state.name}) at "
-                    f"{self.definition.status_name(record.status)} without reaching {status.name}",
-                    workflow=self.name,
-                    foreign_id=foreign_id,
-                    run_id=run_id,
-                )
-            if deadline is not None and time.monotonic() >= deadline:
-                raise AwaitTimeout(
-                    f"run did not reach {status.name} within {timeout}s "
-                    f"(it is at {self.definition.status_name(record.status)}, {record.run_state.name})",
-                    workflow=self.name,
-                    foreign_id=foreign_id,
-                    run_id=run_id,
-                )
-            sleep = poll if deadline is None else min(poll, max(deadline - time.monotonic(), 0.0))
+            found, sleep = self._await_poll(foreign_id, run_id, status, timeout, deadline, poll)
+            if found is not None:
+                return found
             time.sleep(sleep)
             poll = min(poll * 1.5, AWAIT_MAX_POLL)
+
+    def _await_deadline(self, run_id: str, status: S, timeout: float | None) -> float | None:
+        if int(status) not in self.definition.graph:
+            raise ConfigurationError(f"status {status!r} is not part of the graph", workflow=self.name, run_id=run_id)
+        return None if timeout is None else time.monotonic() + timeout
+
+    def _await_poll(
+        self, foreign_id: str, run_id: str, status: S, timeout: float | None, deadline: float | None, poll: float
+    ) -> tuple[Run[T, S] | None, float]:
+        """One look for ``await_status``: (the run, 0) once at ``status``, else (None, seconds to wait)."""
+        record = self._own(self.store.lookup(run_id))
+        if record.foreign_id != foreign_id:
+            raise RecordNotFound(
+                f"run belongs to foreign id {record.foreign_id!r}",
+                workflow=self.name,
+                run_id=run_id,
+                foreign_id=foreign_id,
+            )
+        for entry in self.store.history(run_id):
+            if entry.status == int(status):
+                return self.typed.run(record, entry), 0.0
+        if record.run_state.finished:
+            raise RunFinished(
+                f"the run finished ({record.run_state.name}) at "
+                f"{self.definition.status_name(record.status)} without reaching {status.name}",
+                workflow=self.name,
+                foreign_id=foreign_id,
+                run_id=run_id,
+            )
+        if deadline is not None and time.monotonic() >= deadline:
+            raise AwaitTimeout(
+                f"run did not reach {status.name} within {timeout}s "
+                f"(it is at {self.definition.status_name(record.status)}, {record.run_state.name})",
+                workflow=self.name,
+                foreign_id=foreign_id,
+                run_id=run_id,
+            )
+        return None, poll if deadline is None else min(poll, max(deadline - time.monotonic(), 0.0))
 
     # -- callbacks ---------------------------------------------------------
 
