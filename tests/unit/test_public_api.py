@@ -43,6 +43,8 @@ TESTING = {
     "FakeClock",
     "await_timeout_insert",
     "in_process",
+    "make_record",
+    "make_run",
     "require",
     "trigger_callback_on",
     "wait_for",

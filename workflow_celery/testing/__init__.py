@@ -1,4 +1,4 @@
-"""Helpers for testing workflows: a fake clock, ``require``, ``wait_for``, an in-process runner.
+"""Helpers for testing workflows: a fake clock, ``require``, ``wait_for``, an in-process runner, ``make_run``.
 
 Runs go through the same code path as a Celery worker (``Workflow.handle_step``),
 delivered by :class:`~workflow_celery.InProcessBroker` instead of a broker: no
@@ -21,12 +21,15 @@ from ..builder import Builder
 from ..core.errors import ConfigurationError, RecordNotFound
 from ..core.run import Run
 from ..core.workflow import Workflow
+from .records import make_record, make_run
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "FakeClock",
     "await_timeout_insert",
     "in_process",
+    "make_record",
+    "make_run",
     "require",
     "trigger_callback_on",
     "wait_for",
