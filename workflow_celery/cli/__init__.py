@@ -21,6 +21,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from celery import Celery
+
 from . import db, dead_letters, hooks, runs
 from .common import APP_ENV, TRACEBACK_ENV, URL_ENV, CliError, Parser, describe, find_workflows
 
@@ -46,10 +48,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; return its exit status (0, 1 on an error, 2 on a usage error)."""
+def main(argv: Sequence[str] | None = None, *, app: Celery | None = None, prog: str | None = None) -> int:
+    """Run the command; return its exit status (0, 1 on an error, 2 on a usage error).
+
+    ``app`` is a Celery app already loaded (``celery -A proj workflow …``): it
+    takes the place of ``-A``.
+    """
     p = parser()
+    if prog is not None:
+        p.prog = prog
     args = p.parse_args(argv)
+    if app is not None:
+        args.app = app
     if args.needs_app and not args.app:
         p.error(f"-A/--app is required (or set ${APP_ENV})")
     full_trace = args.traceback or os.environ.get(TRACEBACK_ENV, "") not in ("", "0")

@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Any, NoReturn
 
+from celery import Celery
+
 from ..core.errors import WorkflowError
 from ..core.workflow import Workflow
 
@@ -36,8 +38,16 @@ def describe(exc: BaseException) -> str:
     return "; ".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
 
 
-def find_workflows(module_path: str) -> dict[str, Workflow[Any, Any]]:
-    """Workflows built by a module: on its Celery apps, or as module attributes."""
+def find_workflows(module_path: str | Celery) -> dict[str, Workflow[Any, Any]]:
+    """Workflows built by a module (on its Celery apps, or as module attributes), or on a loaded Celery app.
+
+    A Celery app (``celery -A proj workflow …``, loaded by Celery itself)
+    first imports its task modules as a worker does (``include``, ``imports``
+    and autodiscovered ones, with Django set up by Celery's own fixup), so
+    workflows built in any of them are found.
+    """
+    if isinstance(module_path, Celery):
+        return _built_on(module_path)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like ``celery -A``: modules of the current project
     try:
@@ -55,6 +65,24 @@ def find_workflows(module_path: str) -> dict[str, Workflow[Any, Any]]:
             found.update(registry)
     if not found:
         raise CliError(f"module {module_path!r} builds no workflow")
+    return found
+
+
+def app_name(app: str | Celery) -> str:
+    """How the app was named on the command line: the module path, or the Celery app's main name."""
+    return app if isinstance(app, str) else f"the Celery app {app.main!r}"
+
+
+def _built_on(app: Celery) -> dict[str, Workflow[Any, Any]]:
+    from ..adapters.celery.registry import registry
+
+    try:
+        app.loader.import_default_modules()
+    except Exception as exc:  # a task module's own code failed
+        raise CliError(f"cannot import the task modules of the Celery app {app.main!r}: {describe(exc)}") from exc
+    found = dict(registry(app))
+    if not found:
+        raise CliError(f"no workflow is built on the Celery app {app.main!r}, nor in its task modules")
     return found
 
 

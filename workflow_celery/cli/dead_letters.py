@@ -17,6 +17,8 @@ import json
 import sys
 from typing import Any
 
+from celery import Celery
+
 from ..core.dead_letters import DeadLetter
 from ..core.ports import RecordStore
 from .common import CliError, find_workflows, not_negative, positive
@@ -50,7 +52,7 @@ def add_commands(sub: Any) -> None:
     discard.set_defaults(func=cmd_discard, needs_app=True)
 
 
-def _stores(app: str) -> list[RecordStore]:
+def _stores(app: str | Celery) -> list[RecordStore]:
     stores: dict[int, RecordStore] = {}
     for wf in find_workflows(app).values():
         stores.setdefault(id(wf.store), wf.store)

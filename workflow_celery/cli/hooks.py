@@ -20,7 +20,7 @@ from ..core.doorbell import legacy_hook_label
 from ..core.hooks import find_hook
 from ..core.ports import OutboxMessage
 from ..core.workflow import Workflow
-from .common import CliError, find_workflows, pick
+from .common import CliError, app_name, find_workflows, pick
 
 EVENT_CHOICES = [*HOOK_EVENTS, "data-deleted"]
 
@@ -83,7 +83,7 @@ def cmd_discard(args: argparse.Namespace) -> int:
     labels = {args.hook, *(str(m.body["hook"]) for m in rows)}
     if any(find_hook(wf.definition, event, label) is not None for label in labels) and not args.force:
         raise CliError(
-            f"{what} is registered in {args.app}: its workers run these executions; "
+            f"{what} is registered in {app_name(args.app)}: its workers run these executions; "
             "stop registering it first, or pass --force to discard them anyway"
         )
     if not rows:
