@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -128,6 +128,10 @@ class MemoryStore(MemoryDeadLetters):
             ]
             found.sort(key=lambda r: (r.created_at, r.run_id))
             return found[:limit]
+
+    def after_commit(self, fn: Callable[[], None]) -> bool:
+        """Always False: every write commits on its own."""
+        return False
 
     def lookup(self, run_id: str) -> Record:
         with self._lock:

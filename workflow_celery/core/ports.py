@@ -6,7 +6,7 @@ suite (``workflow_celery.testing.contract``) that every implementation must pass
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
@@ -97,6 +97,17 @@ class RunStore(Protocol):
         ``superseded`` instead: until that attempt lets go, ``claim`` refuses
         every other doorbell of the run but its hooks, so a step never runs
         twice at once across a pause and resume.
+        """
+        ...
+
+    def after_commit(self, fn: Callable[[], None]) -> bool:
+        """Take ``fn`` (publishing a write's doorbells) to call once the caller's transaction commits.
+
+        True when the store is writing in a transaction of the caller's (see
+        ``SQLStore.joined``): ``fn`` runs after its commit, never after a
+        rollback. False otherwise: the write is committed already and the
+        caller calls ``fn`` now. A store that never joins a caller's
+        transaction always returns False.
         """
         ...
 

@@ -103,9 +103,17 @@ class Transitions(Generic[T, S]):
         return True
 
     def publish(self, messages: Sequence[OutboxMessage]) -> None:
-        """Publish right after a commit; a failure only delays the run until the relay rings again."""
+        """Publish right after a commit; a failure only delays the run until the relay rings again.
+
+        A write made in the caller's transaction is committed only with it:
+        its messages wait for that commit (``RunStore.after_commit``).
+        """
         if not messages:
             return
+        if not self.store.after_commit(lambda: self._send(messages)):
+            self._send(messages)
+
+    def _send(self, messages: Sequence[OutboxMessage]) -> None:
         try:
             self.dispatcher.publish(messages)
         except Exception as exc:

@@ -22,6 +22,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from ...core.errors import DatabaseConnectionLost, SchemaMissing
 from .engine import claims_engine, guard_forks
+from .joined import joined_session, savepoint
 from .rows import connection_gone, schema_missing
 
 
@@ -68,7 +69,12 @@ class Connections:
 
     @contextmanager
     def statement(self) -> Iterator[Connection]:
-        """A connection for one statement: autocommit on PostgreSQL."""
+        """A connection for one statement: autocommit on PostgreSQL, or the joined session's (``joined``)."""
+        session = joined_session(self)
+        if session is not None:
+            with self.schema_checked(), _lost_mid_statement(), savepoint(session) as conn:
+                yield conn
+            return
         with self.schema_checked(), self.guard(), self._autocommit.connect() as conn, _lost_mid_statement():
             yield conn
 
@@ -94,7 +100,7 @@ class Connections:
         prepares each statement on a connection after a few executions, as it
         does through SQLAlchemy.
         """
-        if not self.driver_cursors:
+        if not self.driver_cursors or (not claims and joined_session(self) is not None):
             with self.claim_statement() if claims else self.statement() as conn:
                 row = conn.execute(statement, params).first()
             return None if row is None else row._mapping

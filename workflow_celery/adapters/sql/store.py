@@ -9,13 +9,15 @@ runs on and what a failed one means; ``rows`` maps records to rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from ...core.dead_letters import DeadLetter
 from ...core.errors import ConfigurationError, RecordNotFound, WorkflowInProgress
@@ -27,6 +29,7 @@ from . import dead_letters as dead_letter_sql
 from . import migrate, queries
 from .connections import Connections
 from .engine import make_engine
+from .joined import after_commit, joined_session, joining
 from .postgres import PostgresWrites
 from .rows import error_info, error_params, history_entry, to_message, to_record, violated_constraint
 from .schema import IN_PROGRESS_INDEX, RECORDS_PK, outbox, records, to_utc
@@ -75,6 +78,33 @@ class SQLStore:
     def dispose(self) -> None:
         """Close every pooled connection; the store reconnects on its next call."""
         self._c.dispose()
+
+    # ------------------------------------------------------------------ the caller's transaction
+
+    def joined(self, session: Session) -> AbstractContextManager[None]:
+        """Write in ``session``'s transaction until the block ends (PostgreSQL).
+
+        Every call that writes (``trigger``, ``callback``, ``pause``,
+        ``resume``, ``cancel``, ``delete_data``) commits with the session's
+        own changes or not at all; reads see the session's uncommitted rows.
+        Their messages are published after the session commits and dropped if
+        it rolls back. A failed write (``WorkflowInProgress``) is rolled back to
+        a SAVEPOINT, so the session's transaction stays usable. Workers never
+        write in a caller's transaction.
+
+        Raises ``ConfigurationError`` for something other than a SQLAlchemy
+        ``Session``, a session bound to another database than the store's, or
+        SQLite. See ``docs/runs.md`` ("In your own transaction").
+        """
+        return joining(self._c, session, self.engine.url, self.engine.dialect.name)
+
+    def after_commit(self, fn: Callable[[], None]) -> bool:
+        """Defer ``fn`` until the joined session commits; False (``fn`` not taken) outside ``joined``."""
+        session = joined_session(self._c)
+        if session is None:
+            return False
+        after_commit(session, fn)
+        return True
 
     # ------------------------------------------------------------------ runs
 

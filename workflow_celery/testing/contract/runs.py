@@ -65,6 +65,11 @@ class RunStoreContract(RunListingContract):
         assert got.created_at == datetime(2024, 1, 1, 21, 34, 5, 678901, tzinfo=UTC)
         assert store.latest("onboarding", "customer/ü 1") == record
 
+    def test_outside_a_callers_transaction_nothing_waits_for_a_commit(self, store: RecordStore) -> None:
+        called: list[int] = []
+        assert store.after_commit(lambda: called.append(1)) is False
+        assert called == []
+
     def test_lookup_and_latest_raise_record_not_found(self, store: RecordStore) -> None:
         with pytest.raises(RecordNotFound) as info:
             store.lookup("nope")

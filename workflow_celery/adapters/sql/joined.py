@@ -1,0 +1,109 @@
+"""Writing in the caller's transaction: a SQLAlchemy ``Session`` the application is using.
+
+Inside ``SQLStore.joined(session)`` every statement of that store runs on the
+session's connection, in the session's transaction, so a run triggered (or
+paused, cancelled, called back) in a view is committed with the view's own
+rows or rolled back with them. Each write is wrapped in a SAVEPOINT, so a
+write that fails (``WorkflowInProgress``) leaves the caller's transaction
+usable. The doorbells of those writes are published once the session
+commits (its ``after_commit`` event), and dropped if it rolls back; until
+then they are rows in the same transaction, and the relay rings any whose
+publish is lost, as always.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session, SessionTransaction
+
+from ...core.errors import ConfigurationError
+
+_PENDING_KEY = "workflow_celery_after_commit"
+
+# Store (by ``id`` of its Connections) -> the session it writes in, for this thread or task.
+_joined: ContextVar[dict[int, Session] | None] = ContextVar("workflow_celery_joined_sessions", default=None)
+
+
+@contextmanager
+def joining(owner: object, session: Session, engine_url: Any, dialect: str) -> Iterator[None]:
+    """Make ``owner``'s statements run in ``session``'s transaction until the block ends."""
+    if not isinstance(session, Session):
+        raise ConfigurationError(f"joined() takes a SQLAlchemy Session, got {type(session).__name__}")
+    if dialect != "postgresql":
+        raise ConfigurationError("writing in the caller's transaction needs PostgreSQL")
+    bind = session.get_bind()
+    if _database(bind.engine.url) != _database(engine_url):
+        raise ConfigurationError(
+            "the session is bound to another database than the workflow's store: its writes could not be "
+            "atomic with the session's; use the store outside joined() (each write commits on its own)"
+        )
+    current = _joined.get() or {}
+    token = _joined.set({**current, id(owner): session})
+    try:
+        yield
+    finally:
+        _joined.reset(token)
+
+
+def joined_session(owner: object) -> Session | None:
+    """The session ``owner`` writes in right now, if any."""
+    sessions = _joined.get()
+    return None if sessions is None else sessions.get(id(owner))
+
+
+@contextmanager
+def savepoint(session: Session) -> Iterator[Connection]:
+    """The session's connection inside a SAVEPOINT: a failed statement leaves the transaction usable."""
+    with session.begin_nested():
+        yield session.connection()
+
+
+def after_commit(session: Session, fn: Callable[[], None]) -> None:
+    """Call ``fn`` once ``session``'s outermost transaction commits.
+
+    ``fn`` is forgotten if the transaction it was registered in (the
+    session's current one: a SAVEPOINT of the caller's, or the outermost)
+    or any transaction around it rolls back, since the rows it would
+    announce are gone.
+    """
+    pending: list[tuple[SessionTransaction, Callable[[], None]]] | None = session.info.get(_PENDING_KEY)
+    if pending is None:
+        pending = session.info[_PENDING_KEY] = []
+        event.listen(session, "after_commit", _run_pending)
+        event.listen(session, "after_soft_rollback", _drop_pending)
+    current = session.get_nested_transaction() or session.get_transaction()
+    assert current is not None  # a write just ran in it
+    pending.append((current, fn))
+
+
+def _run_pending(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a SAVEPOINT was released: the outermost transaction may still roll back
+    pending: list[tuple[SessionTransaction, Callable[[], None]]] = session.info.get(_PENDING_KEY) or []
+    fns = [fn for _, fn in pending]
+    pending.clear()
+    for fn in fns:
+        fn()  # publishing: it logs its own failures, and the relay rings what was not published
+
+
+def _drop_pending(session: Session, previous: SessionTransaction) -> None:
+    pending: list[tuple[SessionTransaction, Callable[[], None]]] = session.info.get(_PENDING_KEY) or []
+    pending[:] = [(t, fn) for t, fn in pending if not _within(t, previous)]
+
+
+def _within(transaction: SessionTransaction | None, outer: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is outer:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+def _database(url: Any) -> tuple[Any, ...]:
+    return (url.get_backend_name(), url.host, url.port, url.database)
