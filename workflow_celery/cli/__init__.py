@@ -48,11 +48,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None, *, app: Celery | None = None, prog: str | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, app: str | Celery | None = None, prog: str | None = None) -> int:
     """Run the command; return its exit status (0, 1 on an error, 2 on a usage error).
 
-    ``app`` is a Celery app already loaded (``celery -A proj workflow …``): it
-    takes the place of ``-A``.
+    ``app`` takes the place of ``-A``: a Celery app already loaded (``celery
+    -A proj workflow …``), or a module path from a framework's settings
+    (``flask workflow …``).
     """
     p = parser()
     if prog is not None:

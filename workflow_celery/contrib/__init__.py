@@ -1,0 +1,1 @@
+"""Integrations with web frameworks: ``workflow_celery.contrib.flask``."""
