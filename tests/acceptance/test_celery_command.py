@@ -65,3 +65,19 @@ def test_an_app_without_workflows_is_named(pg_database: str, broker_url: str) ->
     proc = celery("-A", "benchmarks.chain_app", "workflow", "runs", "list", db=pg_database, broker=broker_url)
     assert proc.returncode == 1
     assert "no workflow is built on the Celery app 'bench-chain'" in proc.stderr
+
+
+def test_the_app_is_named_before_workflow(pg_database: str, broker_url: str) -> None:
+    after = celery("-A", APP, "workflow", "-A", "other", "runs", "list", db=pg_database, broker=broker_url)
+    assert after.returncode == 2
+    assert "-A goes before workflow: celery -A proj workflow runs list" in after.stderr
+    nothing = celery("workflow", "runs", "list", db=pg_database, broker=broker_url)
+    assert nothing.returncode == 2
+    assert "name the app that builds your workflows: celery -A proj workflow runs list" in nothing.stderr
+    shown = celery("-A", APP, "workflow", "--help", db=pg_database, broker=broker_url)
+    assert shown.returncode == 0
+    assert shown.stdout.startswith(f"usage: celery -A {APP} workflow [-h] [--traceback]")
+    assert "-A APP" not in shown.stdout and f"celery -A {APP} workflow runs list" in shown.stdout
+    missing = celery("-A", APP, "workflow", "runs", db=pg_database, broker=broker_url)
+    assert missing.returncode == 2
+    assert f"celery -A {APP} workflow runs: error: the following arguments are required: COMMAND" in missing.stderr

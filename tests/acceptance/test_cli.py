@@ -332,7 +332,8 @@ def test_a_reader_that_stops_early_is_not_an_error(
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()  # like `| head -0`: every write finds the pipe closed
     with proc.stderr:
-        assert proc.wait(60) == 1
+        # 0, as when the output fitted in the pipe before the reader left: the status must not depend on timing.
+        assert proc.wait(60) == 0
         assert proc.stderr.read() == ""
 
 

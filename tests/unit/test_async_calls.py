@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -151,3 +152,43 @@ def test_acallback_moves_a_waiting_run() -> None:
     ticks = asyncio.run(main())
     assert ticks >= 10
     assert wf.latest("acct-1").status is Signup.CONFIRMED
+
+
+def test_atrigger_records_the_line_that_awaited_it() -> None:
+    wf, _broker = in_process(chain())
+
+    async def main() -> str:
+        return await wf.atrigger("thing-origin")  # the origin
+
+    run_id = asyncio.run(main())
+    origin = wf.lookup(run_id).meta.trace_origin
+    assert origin.startswith(__file__ + ":")
+    line = int(origin.rsplit(":", 1)[1])
+    assert "# the origin" in Path(__file__).read_text().splitlines()[line - 1]
+
+
+class HangingStore(MemoryStore):
+    """Lookups hang for 2 s once told to: a lock, or a server that does not answer."""
+
+    hang = False
+
+    def lookup(self, run_id: str) -> Record:
+        if self.hang:
+            time.sleep(2.0)
+        return super().lookup(run_id)
+
+
+def test_await_status_async_gives_up_at_its_timeout_even_when_a_look_hangs() -> None:
+    store = HangingStore()
+    wf, _broker = in_process(chain(), store=store)
+
+    async def main() -> float:
+        run_id = await wf.atrigger("thing-hang")
+        store.hang = True
+        start = time.monotonic()
+        with pytest.raises(AwaitTimeout, match="the database did not answer in time"):
+            await wf.await_status_async("thing-hang", run_id, Status.END, timeout=0.3)
+        return time.monotonic() - start
+
+    waited = asyncio.run(main())
+    assert 0.3 <= waited < 1.5  # not the 2 s of the hanging look

@@ -29,18 +29,36 @@ from .common import APP_ENV, TRACEBACK_ENV, URL_ENV, CliError, Parser, describe,
 __all__ = ["APP_ENV", "TRACEBACK_ENV", "URL_ENV", "CliError", "describe", "find_workflows", "main", "parser"]
 
 
-def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="workflow-celery", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "-A",
-        "--app",
-        default=os.environ.get(APP_ENV),
-        help=f"module that builds the workflows, as for celery -A (default ${APP_ENV})",
-    )
+EMBEDDED = """The workflow-celery commands on the workflows of the app {loaded}:
+
+  {prog} runs list --run-state paused
+  {prog} runs show RUN_ID            # or a unique prefix of it, or --foreign-id ID
+  {prog} runs pause RUN_ID --reason "investigating"
+  {prog} runs resume|cancel|delete-data RUN_ID
+  {prog} db upgrade
+  {prog} queues
+  {prog} dead-letters list|show ID|discard ID
+
+Errors are one line on stderr (exit status 1; 2 for usage errors);
+--traceback, or WORKFLOW_CELERY_TRACEBACK=1, shows the full trace instead.
+"""
+
+
+def parser(prog: str = "workflow-celery", *, loaded_by: str | None = None) -> argparse.ArgumentParser:
+    """The command's parser; ``loaded_by`` names the framework that loaded the app (then there is no ``-A``)."""
+    description = __doc__ if loaded_by is None else EMBEDDED.format(prog=prog, loaded=loaded_by)
+    p = Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if loaded_by is None:
+        p.add_argument(
+            "-A",
+            "--app",
+            default=os.environ.get(APP_ENV),
+            help=f"module that builds the workflows, as for celery -A (default ${APP_ENV})",
+        )
     p.add_argument(
         "--traceback", action="store_true", help=f"show the full trace of an error (or set {TRACEBACK_ENV}=1)"
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     db.add_commands(sub)
     runs.add_commands(sub)
     dead_letters.add_commands(sub)
@@ -48,16 +66,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None, *, app: str | Celery | None = None, prog: str | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    app: str | Celery | None = None,
+    prog: str | None = None,
+    loaded_by: str | None = None,
+) -> int:
     """Run the command; return its exit status (0, 1 on an error, 2 on a usage error).
 
     ``app`` takes the place of ``-A``: a Celery app already loaded (``celery
     -A proj workflow …``), or a module path from a framework's settings
-    (``flask workflow …``).
+    (``flask workflow …``); ``loaded_by`` then says where it came from, for
+    the help, and ``prog`` is the command as the user types it.
     """
-    p = parser()
-    if prog is not None:
-        p.prog = prog
+    embedded = None if app is None else (loaded_by or "given by the caller")
+    p = parser(prog or "workflow-celery", loaded_by=embedded)
     args = p.parse_args(argv)
     if app is not None:
         args.app = app
@@ -67,9 +91,10 @@ def main(argv: Sequence[str] | None = None, *, app: str | Celery | None = None, 
     try:
         return int(args.func(args))
     except BrokenPipeError:
-        # The reader stopped early (`runs list | head`): nothing went wrong that needs saying.
+        # The reader stopped early (`runs list | head`): nothing went wrong, and whether the pipe broke
+        # depends on timing, so the status must not (a script under `set -o pipefail` would fail at random).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        return 0
     except Exception as exc:
         if full_trace:
             raise

@@ -27,5 +27,24 @@ from . import main
 @click.pass_context
 def workflow(ctx: click.Context, arguments: tuple[str, ...]) -> None:
     """The workflow-celery commands on this app's workflows (``celery -A proj workflow --help``)."""
-    app = ctx.obj.app if ctx.obj is not None else None
-    ctx.exit(main(list(arguments), app=app, prog=f"{ctx.parent.info_name if ctx.parent else 'celery'} workflow"))
+    if any(a in ("-A", "--app") or a.startswith("--app=") for a in arguments):
+        raise click.UsageError(f"-A goes before workflow: celery -A proj workflow {' '.join(_without_app(arguments))}")
+    if not ctx.find_root().params.get("app"):
+        wanted = " ".join(arguments) or "--help"
+        raise click.UsageError(f"name the app that builds your workflows: celery -A proj workflow {wanted}")
+    app = ctx.obj.app
+    prog = f"{ctx.find_root().info_name or 'celery'} -A {ctx.find_root().params['app']} workflow"
+    ctx.exit(main(list(arguments), app=app, prog=prog, loaded_by=f"{app.main!r}, loaded by celery -A"))
+
+
+def _without_app(arguments: tuple[str, ...]) -> list[str]:
+    kept: list[str] = []
+    skip = False
+    for a in arguments:
+        if skip:
+            skip = False
+        elif a in ("-A", "--app"):
+            skip = True
+        elif not a.startswith("--app="):
+            kept.append(a)
+    return kept

@@ -31,7 +31,7 @@ DISCARD_PAGE = 500
 def add_commands(sub: Any) -> None:
     """Add ``dead-letters list|show|discard`` to the command's sub-parsers."""
     dl = sub.add_parser("dead-letters", help="list, show and discard messages no task could be given")
-    dsub = dl.add_subparsers(dest="dead_letters_command", required=True)
+    dsub = dl.add_subparsers(dest="dead_letters_command", required=True, metavar="COMMAND")
     ls = dsub.add_parser("list", help="list dead letters, newest first")
     ls.add_argument("--queue", help="only those from this queue")
     ls.add_argument("--limit", type=positive, default=25, help="dead letters per page")

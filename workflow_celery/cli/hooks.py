@@ -28,7 +28,7 @@ EVENT_CHOICES = [*HOOK_EVENTS, "data-deleted"]
 def add_commands(commands: Any) -> None:
     """Add ``hooks pending`` and ``hooks discard`` to the command's subparsers."""
     hooks = commands.add_parser("hooks", help="see and discard pending hook executions")
-    sub = hooks.add_subparsers(dest="hooks_command", required=True)
+    sub = hooks.add_subparsers(dest="hooks_command", required=True, metavar="COMMAND")
     pending = sub.add_parser("pending", help="pending hook executions, by workflow, event and hook")
     pending.add_argument("--workflow", help="only this workflow's")
     pending.set_defaults(func=cmd_pending, needs_app=True)

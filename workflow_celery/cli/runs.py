@@ -16,7 +16,7 @@ from .common import CliError, find_workflows, not_negative, pick, positive
 def add_commands(sub: Any) -> None:
     """Add ``runs list|show|pause|resume|cancel|delete-data`` to the command's sub-parsers."""
     runs = sub.add_parser("runs", help="list, show and control runs")
-    rsub = runs.add_subparsers(dest="runs_command", required=True)
+    rsub = runs.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
     ls = rsub.add_parser("list", help="list runs, newest first")
     ls.add_argument("--workflow")
     ls.add_argument("--status")

@@ -124,4 +124,4 @@ def workflow_command(arguments: tuple[str, ...]) -> None:
         raise click.UsageError(
             f"set app.config[{CONFIG_APP!r}] (or ${APP_ENV}) to the module that builds your workflows"
         )
-    sys.exit(main(list(arguments), app=str(module), prog="flask workflow"))
+    sys.exit(main(list(arguments), app=str(module), prog="flask workflow", loaded_by=f"of {CONFIG_APP} = {module!r}"))

@@ -16,9 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from .errors import AwaitTimeout
 from .run import Run
+
+LOOK_GRACE_S = 0.1
+"""How long past the deadline a look at the database may still answer before ``await_status_async`` gives up."""
 
 T = TypeVar("T")
 S = TypeVar("S", bound=enum.IntEnum)
@@ -29,7 +34,10 @@ class AsyncCalls(Generic[T, S]):
 
     if TYPE_CHECKING:  # provided by Workflow
 
-        def trigger(self, foreign_id: str, *, initial_value: T | None = None, start_at: S | None = None) -> str: ...
+        @property
+        def name(self) -> str: ...
+
+        def _trigger(self, foreign_id: str, initial_value: T | None, start_at: S | None, origin: str) -> str: ...
         def callback(self, foreign_id: str, status: S, payload: bytes | str | Any) -> None: ...
         def pause(self, run_id: str, reason: str = "") -> None: ...
         def resume(self, run_id: str) -> None: ...
@@ -41,8 +49,15 @@ class AsyncCalls(Generic[T, S]):
         ) -> tuple[Run[T, S] | None, float]: ...
 
     async def atrigger(self, foreign_id: str, *, initial_value: T | None = None, start_at: S | None = None) -> str:
-        """``trigger`` without blocking the event loop: the run id; raises as ``trigger`` does."""
-        return await asyncio.to_thread(self.trigger, foreign_id, initial_value=initial_value, start_at=start_at)
+        """``trigger`` without blocking the event loop: the run id; raises as ``trigger`` does.
+
+        The run's ``trace_origin`` is the line that awaited this call, as
+        ``trigger`` records the line that called it.
+        """
+        from .workflow import _caller
+
+        origin = _caller()  # this coroutine's frame runs inside the awaiting one's: frame 2 is the caller
+        return await asyncio.to_thread(self._trigger, foreign_id, initial_value, start_at, origin)
 
     async def acallback(self, foreign_id: str, status: S, payload: bytes | str | Any) -> None:
         """``callback`` without blocking the event loop; raises as ``callback`` does."""
@@ -53,17 +68,32 @@ class AsyncCalls(Generic[T, S]):
     ) -> Run[T, S]:
         """``await_status`` for a coroutine: the run once at or past ``status``.
 
-        Raises ``AwaitTimeout`` after ``timeout`` seconds, ``RecordNotFound``
-        and ``RunFinished`` as ``await_status`` does. Polls the database from
-        10 ms apart up to 250 ms apart, sleeping with ``asyncio.sleep``.
+        Raises ``AwaitTimeout``, ``RecordNotFound`` and ``RunFinished`` as
+        ``await_status`` does. Polls the database from 10 ms apart up to
+        250 ms apart, sleeping with ``asyncio.sleep``. Unlike the synchronous
+        call, ``timeout`` also bounds a look at a database that does not
+        answer: the coroutine raises ``AwaitTimeout`` on time, and the look
+        ends in its thread when the database answers.
         """
         from .workflow import AWAIT_MAX_POLL, AWAIT_MIN_POLL
 
         deadline = self._await_deadline(run_id, status, timeout)
         poll = AWAIT_MIN_POLL
         while True:
-            look = (foreign_id, run_id, status, timeout, deadline, poll)
-            found, sleep = await asyncio.to_thread(self._await_poll, *look)
+            look = asyncio.to_thread(self._await_poll, foreign_id, run_id, status, timeout, deadline, poll)
+            if deadline is None:
+                found, sleep = await look
+            else:
+                try:
+                    # The look itself raises AwaitTimeout at the deadline; this only cuts one that hangs.
+                    found, sleep = await asyncio.wait_for(look, max(deadline - time.monotonic(), 0.0) + LOOK_GRACE_S)
+                except TimeoutError:
+                    raise AwaitTimeout(
+                        f"run did not reach {status.name} within {timeout}s (the database did not answer in time)",
+                        workflow=self.name,
+                        foreign_id=foreign_id,
+                        run_id=run_id,
+                    ) from None
             if found is not None:
                 return found
             await asyncio.sleep(sleep)

@@ -129,6 +129,9 @@ class Workflow(AsyncCalls[T, S]):
         running or paused (checked atomically by the store), and
         ``ConfigurationError`` if ``start_at`` is not a status of the graph.
         """
+        return self._trigger(foreign_id, initial_value, start_at, _caller())
+
+    def _trigger(self, foreign_id: str, initial_value: T | None, start_at: S | None, origin: str) -> str:
         check_foreign_id(foreign_id, workflow=self.name)
         start = self.default_start if start_at is None else start_at
         if not isinstance(start, int) or int(start) not in self.definition.graph:
@@ -152,7 +155,7 @@ class Workflow(AsyncCalls[T, S]):
             object=encoded,
             created_at=now,
             updated_at=now,
-            meta=Meta(version=1, status_description=self.definition.status_name(int(start)), trace_origin=_caller()),
+            meta=Meta(version=1, status_description=self.definition.status_name(int(start)), trace_origin=origin),
         )
         bells = self.planner.plan(record, now)
         self.store.insert_run(record, bells.all)
@@ -213,6 +216,9 @@ class Workflow(AsyncCalls[T, S]):
         Returns the run as it was when it reached ``status``. Raises
         ``AwaitTimeout`` after ``timeout`` seconds, ``RecordNotFound`` for an
         unknown run and ``RunFinished`` if the run ended without reaching it.
+        ``timeout`` is checked between looks at the database: a look that
+        hangs (a lock, a server that does not answer) holds the call until the
+        database or its driver gives up; ``await_status_async`` cuts it short.
         """
         deadline = self._await_deadline(run_id, status, timeout)
         poll = AWAIT_MIN_POLL
@@ -388,7 +394,7 @@ def _payload_bytes(payload: Any) -> bytes:
         raise SerializationError(f"callback payload is not bytes, str or JSON-serialisable: {exc}") from exc
 
 
-def _caller() -> str:
-    # Frame 0 is _caller, 1 is trigger, 2 is whoever called trigger.
-    frame: Any = sys._getframe(2)
+def _caller(depth: int = 2) -> str:
+    """``file:line`` of the code that called the public call (frame 0 is this, 1 the call itself)."""
+    frame: Any = sys._getframe(depth)
     return f"{frame.f_code.co_filename}:{frame.f_lineno}"
