@@ -21,6 +21,7 @@ import logging
 import weakref
 from typing import Any
 
+import click
 from celery import Celery, bootsteps
 from celery.exceptions import ImproperlyConfigured
 
@@ -77,6 +78,15 @@ def select_queues(app: Celery, requested: list[str] | None, excluded: list[str])
     return selected
 
 
+class UnknownQueues(click.BadParameter, ImproperlyConfigured):  # type: ignore[misc]
+    """A ``-Q`` or ``-X`` pattern that matches no queue of the app.
+
+    ``celery worker`` shows it as the usage error it is, one line and exit
+    status 2, instead of a traceback; a worker made in code gets Celery's
+    ``ImproperlyConfigured``.
+    """
+
+
 class WorkflowQueues(bootsteps.Step):  # type: ignore[misc]
     """Selects the worker's queues and gives it a consumer that keeps undeliverable messages aside.
 
@@ -107,6 +117,6 @@ class WorkflowQueues(bootsteps.Step):  # type: ignore[misc]
         try:
             selected = select_queues(app, requested, excluded)
         except ConfigurationError as exc:
-            raise ImproperlyConfigured(str(exc)) from exc
+            raise UnknownQueues(str(exc), param_hint="'-Q' / '-X'") from None
         log.info("workflow-celery: consuming queues %s", ", ".join(selected))
         worker.consumer_cls = consumer_class(worker.consumer_cls, DeadLetterBox(app, worker.hostname))
