@@ -282,3 +282,43 @@ def test_forked_child_does_not_share_connections(sql_backend: Backend, tmp_path:
         assert backend_pid() == parent_pid
     assert store.lookup("run-1").run_id == "run-1"
     assert store.errors("run-1")[0].last_error.message == "from child"
+
+
+@pytest.mark.integration
+def test_a_lost_connection_retires_every_older_pooled_connection(pg_url: str, pg_server: PostgresServer) -> None:
+    # After a restart or a failover every pooled connection is dead: one failed call, not one per connection.
+    store = SQLStore(sa.create_engine(pg_url, pool_size=5))
+    try:
+        held = [store.engine.execution_options(isolation_level="AUTOCOMMIT").connect() for _ in range(5)]
+        for conn in held:
+            conn.exec_driver_sql("SELECT 1")
+        for conn in held:
+            conn.close()
+        database = sa.make_url(pg_url).database
+        assert database is not None
+        assert pg_server.terminate_connections(database) >= 5
+        failures = 0
+        for i in range(6):
+            try:
+                store.insert_run(rec(f"run-retire-{i}", foreign_id=f"retire-{i}"), [])
+            except DatabaseConnectionLost:
+                failures += 1
+        assert failures == 1
+    finally:
+        store.dispose()
+
+
+@pytest.mark.integration
+def test_statement_events_and_echo_see_every_write(pg_url: str) -> None:
+    engine = sa.create_engine(pg_url)
+    seen: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda conn, cursor, statement, *rest: seen.append(statement))
+    store = SQLStore(engine)
+    try:
+        store.insert_run(rec("run-events", foreign_id="events"), [msg("run-events")])
+        store.claim("run-events.1", "run-events", None, "t", T0, T0 + HOUR)
+        assert store.update_run(rec("run-events", foreign_id="events", version=2), 1, [])
+        assert any("INSERT INTO workflow_records" in s for s in seen)
+        assert any("UPDATE workflow_records" in s for s in seen)
+    finally:
+        store.dispose()

@@ -23,7 +23,7 @@ from sqlalchemy.sql.elements import TextClause
 from ...core.errors import DatabaseConnectionLost, SchemaMissing
 from .engine import claims_engine, guard_forks
 from .joined import joined_session, savepoint
-from .rows import connection_gone, schema_missing
+from .rows import connection_gone, driver_lost, schema_missing
 
 
 class Connections:
@@ -100,14 +100,14 @@ class Connections:
         prepares each statement on a connection after a few executions, as it
         does through SQLAlchemy.
         """
-        if not self.driver_cursors or (not claims and joined_session(self) is not None):
+        engine = self._claims if claims else self._autocommit
+        if not self._direct(engine) or (not claims and joined_session(self) is not None):
             with self.claim_statement() if claims else self.statement() as conn:
                 row = conn.execute(statement, params).first()
             return None if row is None else row._mapping
         sql = self._driver_sql.get(statement)
         if sql is None:
             sql = self._driver_sql[statement] = str(statement.compile(dialect=self.engine.dialect))
-        engine = self._claims if claims else self._autocommit
         dbapi_error = engine.dialect.loaded_dbapi.Error
         with self.schema_checked(), self.guard(), engine.connect() as conn, _lost_mid_statement():
             fairy = conn.connection
@@ -115,13 +115,30 @@ class Connections:
                 with fairy.driver_connection.cursor(row_factory=dict_row) as cursor:  # type: ignore[union-attr]
                     return cursor.execute(sql, params).fetchone()  # type: ignore[no-any-return]
             except dbapi_error as exc:
-                gone = engine.dialect.is_disconnect(exc, fairy.dbapi_connection, None)
+                driver = fairy.dbapi_connection
+                gone = engine.dialect.is_disconnect(exc, driver, None) or driver_lost(exc, driver)
                 if gone:
+                    # As SQLAlchemy does for a disconnect: the server is likely gone for every pooled
+                    # connection opened before now, not only this one (a restart, a failover).
+                    engine.pool._invalidate(fairy, exc, _checkin=False)
                     conn.invalidate(exc)
                 # No parameters in the message: they hold users' objects.
                 raise DBAPIError.instance(
                     sql, None, exc, dbapi_error, hide_parameters=True, connection_invalidated=gone, dialect=conn.dialect
                 ) from exc
+
+    def _direct(self, engine: Engine) -> bool:
+        """Whether a statement may skip SQLAlchemy's execution layer on ``engine``.
+
+        Only on psycopg, and only while nobody listens to the engine's
+        statement events (``before_cursor_execute``, ``handle_error``...) or
+        asked for ``echo``: those see every statement through ``Connection.execute``.
+        """
+        if not self.driver_cursors or engine.echo:
+            return False
+        # Statement events live on the engines, handle_error on their dialect (SQLAlchemy's DialectEvents).
+        dispatches: list[Any] = [engine.dispatch, self.engine.dispatch, engine.dialect.dispatch]
+        return not any(getattr(d, name, None) for d in dispatches for name in _STATEMENT_EVENTS)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -142,6 +159,10 @@ class Connections:
     def single_claim_write(self) -> AbstractContextManager[Connection]:
         """As ``single_write``, for a statement about claims."""
         return self.claim_statement() if self.postgresql else self.write()
+
+
+# The events that see each statement executed or failing (the isolation level's engine_connect is not one).
+_STATEMENT_EVENTS = ("before_execute", "after_execute", "before_cursor_execute", "after_cursor_execute", "handle_error")
 
 
 @contextmanager

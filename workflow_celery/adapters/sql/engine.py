@@ -136,10 +136,15 @@ def _closed_by_server(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
 
 
 def _asynchronous_commit(dbapi_connection: Any, _record: Any) -> None:
+    # Through a cursor, which every DBAPI driver has (psycopg 2 connections have no ``execute``).
     autocommit = dbapi_connection.autocommit
     dbapi_connection.autocommit = True
     try:
-        dbapi_connection.execute("SET synchronous_commit TO off")
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SET synchronous_commit TO off")
+        finally:
+            cursor.close()
     finally:
         dbapi_connection.autocommit = autocommit
 

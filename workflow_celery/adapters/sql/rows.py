@@ -205,9 +205,22 @@ def connection_gone(exc: DBAPIError) -> bool:
     the stream, and then the driver does not yet call the connection broken.
     """
     sqlstate = getattr(exc.orig, "sqlstate", None)
-    return exc.connection_invalidated or (
-        isinstance(sqlstate, str) and sqlstate.startswith(_PG_CONNECTION_GONE_SQLSTATES)
+    return (
+        exc.connection_invalidated
+        or (isinstance(sqlstate, str) and sqlstate.startswith(_PG_CONNECTION_GONE_SQLSTATES))
+        or driver_lost(exc.orig, None)
     )
+
+
+# What psycopg says when the socket went away under a statement, before it marks the connection broken.
+_PG_LOST_WORDS = ("connection socket closed", "server closed the connection unexpectedly", "consuming input failed")
+
+
+def driver_lost(orig: BaseException | None, driver: Any) -> bool:
+    """Whether the driver's error (or its connection, if given) says the connection itself is gone."""
+    if driver is not None and (getattr(driver, "closed", False) or getattr(driver, "broken", False)):
+        return True
+    return orig is not None and any(words in str(orig) for words in _PG_LOST_WORDS)
 
 
 def error_params(error: ErrorInfo) -> dict[str, Any]:
