@@ -55,7 +55,7 @@ def test_runs_are_listed_and_controlled(
 def test_errors_are_one_line_with_the_exit_status(pg_database: str, broker_url: str) -> None:
     missing = celery("-A", APP, "workflow", "runs", "show", "no-such-run", db=pg_database, broker=broker_url)
     assert missing.returncode == 1
-    assert missing.stderr.strip().splitlines()[-1].startswith("workflow-celery: error: ")
+    assert missing.stderr.strip().splitlines()[-1].startswith(f"celery -A {APP} workflow: error: ")
     usage = celery("-A", APP, "workflow", "runs", "frobnicate", db=pg_database, broker=broker_url)
     assert usage.returncode == 2
     assert "invalid choice" in usage.stderr

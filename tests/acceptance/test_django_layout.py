@@ -50,7 +50,7 @@ def test_manage_py_workflow(orders: Workflow[Order, OrderStatus], pg_database: s
     assert again.returncode == 0 and run_id in again.stdout, again.stderr  # Django's own option, applied by Django
     bad = run(*manage, "runs", "show", "nope", db=pg_database, broker=broker_url)
     assert bad.returncode == 1
-    assert bad.stderr.strip().splitlines()[-1].startswith("workflow-celery: error: run 'nope' not found")
+    assert bad.stderr.strip().splitlines()[-1].startswith("manage.py workflow: error: run 'nope' not found")
 
 
 def test_manage_py_workflow_without_the_setting_says_what_to_set(pg_database: str, broker_url: str) -> None:
@@ -59,4 +59,14 @@ def test_manage_py_workflow_without_the_setting_says_what_to_set(pg_database: st
         db=pg_database, broker=broker_url,
     )  # fmt: skip
     assert proc.returncode == 1
-    assert 'set WORKFLOW_CELERY = {"APP": "<the module that builds your workflows>"}' in proc.stderr
+    assert (
+        proc.stderr
+        == 'manage.py workflow: error: set WORKFLOW_CELERY = {"APP": "<the module that builds your workflows>"}\n'
+    )
+
+
+def test_the_recommended_celery_settings_reach_the_app(pg_database: str, broker_url: str) -> None:
+    code = "from proj.celery import app; c = app.conf; print(c.task_time_limit, c.task_acks_late, c.broker_url)"
+    proc = run(sys.executable, "-c", code, db=pg_database, broker=broker_url)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["300", "True", broker_url]

@@ -106,4 +106,4 @@ def test_flask_workflow_command(pg_database: str, broker_url: str, tmp_path: Pat
         [flask, *app, "workflow", "runs", "show", "nope"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert missing.returncode == 1
-    assert missing.stderr.strip().splitlines()[-1].startswith("workflow-celery: error: run 'nope' not found")
+    assert missing.stderr.strip().splitlines()[-1].startswith("flask workflow: error: run 'nope' not found")

@@ -172,3 +172,20 @@ def test_what_cannot_be_joined_is_refused(store: SQLStore, joined_url: str, tmp_
         sqlite.joined(session),
     ):
         pass
+
+
+def test_the_same_database_under_another_url_joins(
+    store: SQLStore, broker: InProcessBroker, wf: Workflow[Order, OrderStatus], joined_url: str
+) -> None:
+    url = sa.make_url(joined_url)
+    # localhost for 127.0.0.1, and the default port left out: the same database.
+    other = url.set(host="localhost", port=None) if url.host == "127.0.0.1" else url.set(port=None)
+    engine = sa.create_engine(other)
+    oid = order_id()
+    try:
+        with Session(engine) as session, session.begin(), store.joined(session):
+            session.execute(ORDERS.insert().values(id=oid))
+            run_id = wf.trigger(oid)
+        assert store.lookup(run_id).foreign_id == oid and app_orders(store, oid) == 1
+    finally:
+        engine.dispose()

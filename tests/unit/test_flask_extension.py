@@ -35,7 +35,7 @@ def test_the_app_module_must_be_configured(monkeypatch: pytest.MonkeyPatch) -> N
     with app.app_context(), pytest.raises(ConfigurationError, match="WORKFLOW_CELERY_APP"):
         ext.workflows()
     result = app.test_cli_runner().invoke(args=["workflow", "runs", "list"])
-    assert result.exit_code == 2 and "WORKFLOW_CELERY_APP" in result.output
+    assert result.exit_code == 1 and "flask workflow: error: set app.config['WORKFLOW_CELERY_APP']" in result.output
 
 
 def test_joined_needs_a_session_and_a_store_on_its_database() -> None:

@@ -98,10 +98,10 @@ def main(
     except Exception as exc:
         if full_trace:
             raise
-        print(f"workflow-celery: error: {describe(exc)}", file=sys.stderr)
+        print(f"{p.prog}: error: {describe(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         if full_trace:
             raise
-        print("workflow-celery: interrupted", file=sys.stderr)
+        print(f"{p.prog}: interrupted", file=sys.stderr)
         return 130

@@ -93,21 +93,20 @@ class WorkflowCelery:
         if isinstance(session, scoped_session):
             session = session()  # the session of this request or app context
         stores = {id(wf.store): wf.store for wf in self.workflows().values() if isinstance(wf.store, SQLStore)}
-        database = _database(session.get_bind().engine.url)
-        same = [s for s in stores.values() if _database(s.engine.url) == database]
-        if not same:
-            raise ConfigurationError(
-                "no workflow of the app stores its runs in the session's database: nothing can be written in "
-                "its transaction"
-            )
         with ExitStack() as stack:
-            for store in same:
-                stack.enter_context(store.joined(session))
+            joined = 0
+            for store in stores.values():
+                try:
+                    stack.enter_context(store.joined(session))
+                except ConfigurationError:
+                    continue  # a store on another database: its writes stay its own
+                joined += 1
+            if not joined:
+                raise ConfigurationError(
+                    "no workflow of the app stores its runs in the session's database (the one of "
+                    "SQLALCHEMY_DATABASE_URI, or of the session passed): nothing can be written in its transaction"
+                )
             yield
-
-
-def _database(url: Any) -> tuple[Any, ...]:
-    return (url.get_backend_name(), url.host, url.port, url.database)
 
 
 @click.command(
@@ -121,7 +120,10 @@ def workflow_command(arguments: tuple[str, ...]) -> None:
     """The workflow-celery commands on this app's workflows (``flask workflow --help``)."""
     module = current_app.config.get(CONFIG_APP)
     if not module:
-        raise click.UsageError(
-            f"set app.config[{CONFIG_APP!r}] (or ${APP_ENV}) to the module that builds your workflows"
+        click.echo(
+            f"flask workflow: error: set app.config[{CONFIG_APP!r}] (or ${APP_ENV}) to the module that builds "
+            "your workflows",
+            err=True,
         )
+        sys.exit(1)
     sys.exit(main(list(arguments), app=str(module), prog="flask workflow", loaded_by=f"of {CONFIG_APP} = {module!r}"))

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -30,15 +30,33 @@ _PENDING_KEY = "workflow_celery_after_commit"
 _joined: ContextVar[dict[int, Session] | None] = ContextVar("workflow_celery_joined_sessions", default=None)
 
 
+# Which database a connection is on, whatever its URL says (localhost or 127.0.0.1, a default port, a
+# socket): its name and the server's start time, which two servers do not share.
+IDENTITY = text("SELECT current_database(), pg_postmaster_start_time()")
+
+
+def identity(conn: Connection) -> tuple[Any, ...]:
+    """The database ``conn`` is on (see ``IDENTITY``)."""
+    return tuple(conn.execute(IDENTITY).one())
+
+
 @contextmanager
-def joining(owner: object, session: Session, engine_url: Any, dialect: str) -> Iterator[None]:
-    """Make ``owner``'s statements run in ``session``'s transaction until the block ends."""
+def joining(
+    owner: object, session: Session, dialect: str, store_identity: Callable[[bool], tuple[Any, ...]]
+) -> Iterator[None]:
+    """Make ``owner``'s statements run in ``session``'s transaction until the block ends.
+
+    ``store_identity(fresh)`` is the identity of the store's database (read
+    again when ``fresh``: the server may have restarted since it was cached).
+    """
     if not isinstance(session, Session):
         raise ConfigurationError(f"joined() takes a SQLAlchemy Session, got {type(session).__name__}")
     if dialect != "postgresql":
         raise ConfigurationError("writing in the caller's transaction needs PostgreSQL")
-    bind = session.get_bind()
-    if _database(bind.engine.url) != _database(engine_url):
+    if session.get_bind().dialect.name != "postgresql":
+        raise ConfigurationError("the session is not on PostgreSQL: its writes could not be atomic with the store's")
+    theirs = identity(session.connection())
+    if theirs != store_identity(False) and theirs != store_identity(True):
         raise ConfigurationError(
             "the session is bound to another database than the workflow's store: its writes could not be "
             "atomic with the session's; use the store outside joined() (each write commits on its own)"
@@ -103,7 +121,3 @@ def _within(transaction: SessionTransaction | None, outer: SessionTransaction) -
             return True
         transaction = transaction.parent
     return False
-
-
-def _database(url: Any) -> tuple[Any, ...]:
-    return (url.get_backend_name(), url.host, url.port, url.database)

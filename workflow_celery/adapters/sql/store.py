@@ -29,7 +29,7 @@ from . import dead_letters as dead_letter_sql
 from . import migrate, queries
 from .connections import Connections
 from .engine import make_engine
-from .joined import after_commit, joined_session, joining
+from .joined import after_commit, identity, joined_session, joining
 from .postgres import PostgresWrites
 from .rows import error_info, error_params, history_entry, to_message, to_record, violated_constraint
 from .schema import IN_PROGRESS_INDEX, RECORDS_PK, outbox, records, to_utc
@@ -64,6 +64,7 @@ class SQLStore:
         self.engine = engine
         self._c = Connections(engine)
         self._writes: DialectWrites = PostgresWrites(self._c) if self._c.postgresql else SQLiteWrites(self._c)
+        self._identity: tuple[Any, ...] | None = None
 
     def __repr__(self) -> str:
         return f"SQLStore({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -96,7 +97,13 @@ class SQLStore:
         ``Session``, a session bound to another database than the store's, or
         SQLite. See ``docs/runs.md`` ("In your own transaction").
         """
-        return joining(self._c, session, self.engine.url, self.engine.dialect.name)
+        return joining(self._c, session, self.engine.dialect.name, self._database_identity)
+
+    def _database_identity(self, fresh: bool) -> tuple[Any, ...]:
+        if fresh or self._identity is None:
+            with self._c.statement() as conn:
+                self._identity = identity(conn)
+        return self._identity
 
     def after_commit(self, fn: Callable[[], None]) -> bool:
         """Defer ``fn`` until the joined session commits; False (``fn`` not taken) outside ``joined``."""

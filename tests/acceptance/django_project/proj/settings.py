@@ -4,6 +4,13 @@ import os
 
 from sqlalchemy.engine import make_url
 
+from workflow_celery import celeryconfig as _recommended
+
+# The recommended Celery settings under the CELERY_ prefix, as docs/django.md shows; ours follow.
+globals().update(
+    {f"CELERY_{name.upper()}": value for name, value in vars(_recommended).items() if not name.startswith("_")}
+)
+
 _db = make_url(os.environ["WORKFLOW_CELERY_DATABASE_URL"])
 
 SECRET_KEY = "not-secret: a test project"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Any
 
@@ -15,13 +16,19 @@ class Command(BaseCommand):
     help = "The workflow-celery commands on the project's workflows: manage.py workflow runs list"
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("arguments", nargs="*", help="the arguments of workflow-celery, without -A")
+        parser.add_argument("arguments", nargs=argparse.REMAINDER, help="the arguments of workflow-celery, without -A")
 
     def run_from_argv(self, argv: list[str]) -> None:
         # Every argument goes to the workflow-celery command, which parses and documents them itself:
         # Django's own options (--settings, --traceback, --help) would clash with the command's.
         prog = f"{argv[0].rsplit('/', 1)[-1]} {argv[1]}"
-        sys.exit(self._run(_without_django_options(argv[2:]), prog))
+        try:
+            status = self._run(_without_django_options(argv[2:]), prog)
+        except CommandError as exc:
+            # As every other error of the command: one line, exit status 1.
+            sys.stderr.write(f"{prog}: error: {exc}\n")
+            status = 1
+        sys.exit(status)
 
     def handle(self, *args: Any, **options: Any) -> None:
         """``call_command("workflow", "runs", "list")``: raises ``CommandError`` on a non-zero status."""
