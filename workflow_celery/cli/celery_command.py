@@ -16,6 +16,7 @@ from __future__ import annotations
 import click
 
 from . import main
+from .common import without_options
 
 
 @click.command(
@@ -28,23 +29,12 @@ from . import main
 def workflow(ctx: click.Context, arguments: tuple[str, ...]) -> None:
     """The workflow-celery commands on this app's workflows (``celery -A proj workflow --help``)."""
     if any(a in ("-A", "--app") or a.startswith("--app=") for a in arguments):
-        raise click.UsageError(f"-A goes before workflow: celery -A proj workflow {' '.join(_without_app(arguments))}")
+        raise click.UsageError(
+            f"-A goes before workflow: celery -A proj workflow {' '.join(without_options(arguments, ('-A', '--app')))}"
+        )
     if not ctx.find_root().params.get("app"):
         wanted = " ".join(arguments) or "--help"
         raise click.UsageError(f"name the app that builds your workflows: celery -A proj workflow {wanted}")
     app = ctx.obj.app
     prog = f"{ctx.find_root().info_name or 'celery'} -A {ctx.find_root().params['app']} workflow"
     ctx.exit(main(list(arguments), app=app, prog=prog, loaded_by=f"{app.main!r}, loaded by celery -A"))
-
-
-def _without_app(arguments: tuple[str, ...]) -> list[str]:
-    kept: list[str] = []
-    skip = False
-    for a in arguments:
-        if skip:
-            skip = False
-        elif a in ("-A", "--app"):
-            skip = True
-        elif not a.startswith("--app="):
-            kept.append(a)
-    return kept

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from celery import Celery
@@ -120,3 +121,17 @@ def _integer(text: str, least: int) -> int:
     if value < least:
         raise argparse.ArgumentTypeError(f"must be {least} or more, got {value}")
     return value
+
+
+def without_options(arguments: Sequence[str], names: Sequence[str]) -> list[str]:
+    """``arguments`` without the options ``names`` and their values (``--opt value`` or ``--opt=value``)."""
+    kept: list[str] = []
+    skip = False
+    for a in arguments:
+        if skip:
+            skip = False
+        elif a in names:
+            skip = True
+        elif not any(a.startswith(f"{name}=") for name in names if name.startswith("--")):
+            kept.append(a)
+    return kept

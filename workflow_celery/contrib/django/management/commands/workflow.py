@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from .....cli import main
+from .....cli.common import without_options
 from .... import django as app_settings
 
 
@@ -23,7 +24,7 @@ class Command(BaseCommand):
         # Django's own options (--settings, --traceback, --help) would clash with the command's.
         prog = f"{argv[0].rsplit('/', 1)[-1]} {argv[1]}"
         try:
-            status = self._run(_without_django_options(argv[2:]), prog)
+            status = self._run(without_options(argv[2:], ("--settings", "--pythonpath")), prog)
         except CommandError as exc:
             # As every other error of the command: one line, exit status 1.
             sys.stderr.write(f"{prog}: error: {exc}\n")
@@ -42,17 +43,3 @@ class Command(BaseCommand):
         if module is None:
             raise CommandError(f'set {app_settings.SETTING} = {{"APP": "<the module that builds your workflows>"}}')
         return main(arguments, app=module, prog=prog, loaded_by=f"of settings.{app_settings.SETTING}['APP']")
-
-
-def _without_django_options(arguments: list[str]) -> list[str]:
-    """Drop ``--settings`` and ``--pythonpath``: ``manage.py`` has applied them before calling the command."""
-    kept: list[str] = []
-    skip = False
-    for a in arguments:
-        if skip:
-            skip = False
-        elif a in ("--settings", "--pythonpath"):
-            skip = True
-        elif not a.startswith(("--settings=", "--pythonpath=")):
-            kept.append(a)
-    return kept
