@@ -10,7 +10,7 @@ made its snapshot stale.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
@@ -22,7 +22,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from ...core.errors import DatabaseConnectionLost, SchemaMissing
 from .engine import claims_engine, guard_forks
-from .joined import joined_session, savepoint
+from .joined import CallerTransaction, joined_transaction
 from .rows import connection_gone, driver_lost, schema_missing
 
 
@@ -42,6 +42,15 @@ class Connections:
         # The statements every transition sends skip SQLAlchemy's execution layer on psycopg (see fetch_one).
         self.driver_cursors = self.postgresql and engine.dialect.driver == "psycopg"
         self._driver_sql: dict[TextClause, str] = {}
+        # The caller's transaction statements join without being told to (Django's atomic blocks), if any.
+        self.ambient: Callable[[], CallerTransaction | None] | None = None
+
+    def caller_transaction(self) -> CallerTransaction | None:
+        """The caller's transaction this store's writes join right now: ``joining``'s, else the ambient one."""
+        joined = joined_transaction(self)
+        if joined is None and self.ambient is not None:
+            return self.ambient()
+        return joined
 
     def dispose(self) -> None:
         """Close every pooled connection; the next statement reconnects."""
@@ -69,10 +78,10 @@ class Connections:
 
     @contextmanager
     def statement(self) -> Iterator[Connection]:
-        """A connection for one statement: autocommit on PostgreSQL, or the joined session's (``joined``)."""
-        session = joined_session(self)
-        if session is not None:
-            with self.schema_checked(), _lost_mid_statement(), savepoint(session) as conn:
+        """A connection for one statement: autocommit on PostgreSQL, or the caller's transaction's (``joined``)."""
+        caller = self.caller_transaction()
+        if caller is not None:
+            with self.schema_checked(), _lost_mid_statement(), caller.savepoint() as conn:
                 yield conn
             return
         with self.schema_checked(), self.guard(), self._autocommit.connect() as conn, _lost_mid_statement():
@@ -101,7 +110,7 @@ class Connections:
         does through SQLAlchemy.
         """
         engine = self._claims if claims else self._autocommit
-        if not self._direct(engine) or (not claims and joined_session(self) is not None):
+        if not self._direct(engine) or (not claims and self.caller_transaction() is not None):
             with self.claim_statement() if claims else self.statement() as conn:
                 row = conn.execute(statement, params).first()
             return None if row is None else row._mapping

@@ -14,9 +14,9 @@ publish is lost, as always.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
@@ -26,8 +26,34 @@ from ...core.errors import ConfigurationError
 
 _PENDING_KEY = "workflow_celery_after_commit"
 
-# Store (by ``id`` of its Connections) -> the session it writes in, for this thread or task.
-_joined: ContextVar[dict[int, Session] | None] = ContextVar("workflow_celery_joined_sessions", default=None)
+
+class CallerTransaction(Protocol):
+    """A transaction of the caller's that a store's writes join (a SQLAlchemy session's, Django's)."""
+
+    def savepoint(self) -> AbstractContextManager[Connection]:
+        """The transaction's connection inside a SAVEPOINT: a failed statement leaves the transaction usable."""
+        ...
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once the outermost transaction commits; forget it if what it was registered in rolls back."""
+        ...
+
+
+class JoinedSession:
+    """A SQLAlchemy ``Session``'s transaction, joined by ``SQLStore.joined``."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def savepoint(self) -> AbstractContextManager[Connection]:
+        return savepoint(self.session)
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        after_commit(self.session, fn)
+
+
+# Store (by ``id`` of its Connections) -> the transaction it writes in, for this thread or task.
+_joined: ContextVar[dict[int, CallerTransaction] | None] = ContextVar("workflow_celery_joined", default=None)
 
 
 # Which database a connection is on, whatever its URL says (localhost or 127.0.0.1, a default port, a
@@ -62,17 +88,17 @@ def joining(
             "atomic with the session's; use the store outside joined() (each write commits on its own)"
         )
     current = _joined.get() or {}
-    token = _joined.set({**current, id(owner): session})
+    token = _joined.set({**current, id(owner): JoinedSession(session)})
     try:
         yield
     finally:
         _joined.reset(token)
 
 
-def joined_session(owner: object) -> Session | None:
-    """The session ``owner`` writes in right now, if any."""
-    sessions = _joined.get()
-    return None if sessions is None else sessions.get(id(owner))
+def joined_transaction(owner: object) -> CallerTransaction | None:
+    """The caller's transaction ``owner`` writes in right now (``joining``), if any."""
+    joined = _joined.get()
+    return None if joined is None else joined.get(id(owner))
 
 
 @contextmanager

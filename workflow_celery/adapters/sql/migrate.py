@@ -59,16 +59,35 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
     find nothing left to do; on SQLite ``BEGIN IMMEDIATE`` has the same effect.
     """
     with _engine(engine_or_url) as engine, engine.connect() as conn:
-        dialect = conn.dialect.name
-        if dialect == "postgresql":
+        if conn.dialect.name == "postgresql":
             # Even on an autocommit engine: the lock and the DDL must share one transaction.
             conn.execution_options(isolation_level="READ COMMITTED")
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
-        elif dialect == "sqlite":
+        elif conn.dialect.name == "sqlite":
             conn.exec_driver_sql("BEGIN IMMEDIATE")
-        # The connection is already in a transaction, so alembic leaves it to us to commit.
-        command.upgrade(_config(conn), revision)
+        upgrade_in(conn, revision)
         conn.commit()
+
+
+def upgrade_in(conn: Connection, revision: str = "head") -> None:
+    """Upgrade the database to ``revision`` in ``conn``'s transaction, which the caller commits.
+
+    How a framework's own migrations (Django's ``migrate``) create the
+    tables: atomic with the framework's record of having applied them.
+    """
+    _lock(conn)
+    # The connection is already in a transaction, so alembic leaves it to the caller to commit.
+    command.upgrade(_config(conn), revision)
+
+
+def downgrade_in(conn: Connection, revision: str = "base") -> None:
+    """Downgrade the database to ``revision`` (no tables at ``base``) in ``conn``'s transaction."""
+    _lock(conn)
+    command.downgrade(_config(conn), revision)
+
+
+def _lock(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
 
 
 def current(engine_or_url: Engine | str) -> str | None:

@@ -29,7 +29,7 @@ from . import dead_letters as dead_letter_sql
 from . import migrate, queries
 from .connections import Connections
 from .engine import make_engine
-from .joined import after_commit, identity, joined_session, joining
+from .joined import identity, joining
 from .postgres import PostgresWrites
 from .rows import error_info, error_params, history_entry, to_message, to_record, violated_constraint
 from .schema import IN_PROGRESS_INDEX, RECORDS_PK, outbox, records, to_utc
@@ -106,11 +106,11 @@ class SQLStore:
         return self._identity
 
     def after_commit(self, fn: Callable[[], None]) -> bool:
-        """Defer ``fn`` until the joined session commits; False (``fn`` not taken) outside ``joined``."""
-        session = joined_session(self._c)
-        if session is None:
+        """Defer ``fn`` until the caller's transaction commits; False (``fn`` not taken) outside one."""
+        caller = self._c.caller_transaction()
+        if caller is None:
             return False
-        after_commit(session, fn)
+        caller.after_commit(fn)
         return True
 
     # ------------------------------------------------------------------ runs

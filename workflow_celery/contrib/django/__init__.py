@@ -1,37 +1,25 @@
-"""Django app: ``manage.py workflow …`` on the project's workflows.
+"""Django app: runs written in Django's transactions, tables by ``migrate``, an admin, ``manage.py workflow``.
 
-Add ``"workflow_celery.contrib.django"`` to ``INSTALLED_APPS`` and name the
-module that builds your workflows::
+Add ``"workflow_celery.contrib.django"`` to ``INSTALLED_APPS``, name the
+module that builds your workflows and build them on a ``DjangoStore``::
 
-    WORKFLOW_CELERY = {"APP": "shop.workflows"}
+    WORKFLOW_CELERY = {"APP": "shop.workflows"}      # and "DATABASE": an alias of DATABASES ("default")
 
-then ``python manage.py workflow runs list`` (and every other command of
-``workflow-celery``, without ``-A``). In the standard Django + Celery layout
+    # shop/workflows.py
+    wf = builder.build(app, DjangoStore())
+
+``manage.py migrate`` creates the tables; inside ``transaction.atomic()``
+``trigger`` and the run-control calls write in Django's transaction and
+publish on commit (``DjangoStore``); the admin lists runs under "Workflows";
+``python manage.py workflow runs list`` runs every command of
+``workflow-celery`` without ``-A``. In the standard Django + Celery layout
 (``proj/celery.py`` with ``app.autodiscover_tasks()``) ``celery -A proj
-workflow …`` works as well: Celery sets Django up and imports the task
-modules that build the workflows.
+workflow …`` works as well. See ``docs/django.md``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from .settings import SETTING, app_module, database_alias
+from .store import DjangoStore
 
-SETTING = "WORKFLOW_CELERY"
-
-
-def app_module() -> str | None:
-    """``settings.WORKFLOW_CELERY["APP"]``, the module that builds the project's workflows (None if unset).
-
-    Raises ``ConfigurationError`` when the setting is not a dict with a string ``APP``.
-    """
-    from django.conf import settings
-
-    from ...core.errors import ConfigurationError
-
-    config: Any = getattr(settings, SETTING, None)
-    if config is None:
-        return None
-    if not isinstance(config, dict) or not isinstance(config.get("APP", ""), str):
-        raise ConfigurationError(f'settings.{SETTING} must be a dict like {{"APP": "shop.workflows"}}, got {config!r}')
-    app = config.get("APP")
-    return app or None
+__all__ = ["SETTING", "DjangoStore", "app_module", "database_alias"]

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from .....cli import main
 from .....cli.common import without_options
-from .... import django as app_settings
+from ... import settings as app_settings
 
 
 class Command(BaseCommand):
