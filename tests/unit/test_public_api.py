@@ -42,6 +42,7 @@ TESTING = {
     "DEFAULT_TIMEOUT",
     "FakeClock",
     "await_timeout_insert",
+    "celery_worker",
     "in_process",
     "make_record",
     "make_run",

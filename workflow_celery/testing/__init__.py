@@ -22,11 +22,13 @@ from ..core.errors import ConfigurationError, RecordNotFound
 from ..core.run import Run
 from ..core.workflow import Workflow
 from .records import make_record, make_run
+from .worker import celery_worker
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "FakeClock",
     "await_timeout_insert",
+    "celery_worker",
     "in_process",
     "make_record",
     "make_run",

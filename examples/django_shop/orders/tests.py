@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 from django.contrib.auth.models import Permission, User
@@ -23,11 +19,10 @@ from sqlalchemy.engine import make_url
 
 from workflow_celery import RecordNotFound, RunState
 from workflow_celery.contrib.django.models import Run
+from workflow_celery.testing import celery_worker
 
 from .models import ShopOrder
 from .workflows import OrderStatus, wf
-
-PROJECT = Path(__file__).resolve().parent.parent
 
 
 def place(client: Client, order_id: str, *, quantity: int = 1, sku: str = "book") -> Any:
@@ -126,45 +121,11 @@ class CheckoutWithAWorkerTests(TransactionTestCase):
             conn.default_channel.queue_declare(queue=self.queue, durable=True)
             conn.default_channel.queue_purge(self.queue)
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
+    def start_worker(self) -> None:
+        """A real worker on the test database (``celery -A shop worker``), stopped when the test ends."""
         url = make_url(os.environ.get("WORKFLOW_CELERY_DATABASE_URL", "postgresql+psycopg://127.0.0.1:5432/postgres"))
-        env = {
-            **os.environ,
-            "WORKFLOW_CELERY_DATABASE_URL": url.set(database=connection.settings_dict["NAME"]).render_as_string(
-                hide_password=False
-            ),
-        }
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "shop",
-                "worker",
-                "-Q",
-                "shop-orders.*",
-                "-c",
-                "1",
-                "--without-mingle",
-                "--without-gossip",
-            ],
-            cwd=PROJECT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.addCleanup(self.stop_worker, worker)
-        return worker
-
-    @staticmethod
-    def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        test_database = url.set(database=connection.settings_dict["NAME"]).render_as_string(hide_password=False)
+        self.enterContext(celery_worker("shop", "shop-orders.*", env={"WORKFLOW_CELERY_DATABASE_URL": test_database}))
 
     def test_a_committed_order_ships_and_a_failed_one_publishes_nothing(self) -> None:
         self.assertEqual(place(Client(), "w-1", quantity=0).status_code, 400)
