@@ -35,6 +35,7 @@ def test_the_workflows_of_the_apps_task_modules_are_found(pg_database: str, brok
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert standalone.returncode == 1 and "builds no workflow" in standalone.stderr
+    assert f"has a Celery app: `celery -A {APP} workflow …` imports its task modules first" in standalone.stderr
 
 
 def test_runs_are_listed_and_controlled(

@@ -15,7 +15,15 @@ import sqlalchemy as sa
 
 from examples.order_processing import Order, OrderStatus, order_workflow
 from tests.contract.conftest import PostgresServer
-from workflow_celery import ConfigurationError, InProcessBroker, RecordNotFound, RunState, Workflow, WorkflowInProgress
+from workflow_celery import (
+    ConfigurationError,
+    InProcessBroker,
+    RecordNotFound,
+    RunState,
+    SchemaMissing,
+    Workflow,
+    WorkflowInProgress,
+)
 
 django = pytest.importorskip("django")
 
@@ -244,6 +252,19 @@ def test_the_store_follows_the_database_djangos_settings_name(
         connection.settings_dict["NAME"] = django_db.database
         store.dispose()
     assert wf.lookup(before).run_id == before
+
+
+def test_tables_missing_say_to_run_migrate(
+    store: DjangoStore, wf: Workflow[Order, OrderStatus], django_db: sa.URL
+) -> None:
+    call_command("migrate", "workflow_celery", "zero", verbosity=0)
+    try:
+        with pytest.raises(
+            SchemaMissing, match=r'run `python manage.py migrate` with "workflow_celery.contrib.django"'
+        ):
+            wf.trigger(order_id())
+    finally:
+        call_command("migrate", "workflow_celery", verbosity=0)
 
 
 def test_what_is_not_a_postgresql_database_is_refused(django_db: sa.URL) -> None:

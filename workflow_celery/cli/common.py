@@ -65,6 +65,12 @@ def find_workflows(module_path: str | Celery) -> dict[str, Workflow[Any, Any]]:
         if isinstance(registry, dict):
             found.update(registry)
     if not found:
+        if any(isinstance(value, Celery) for value in vars(module).values()):
+            # A Django project's package, or any app whose workflows live in task modules it autodiscovers.
+            raise CliError(
+                f"module {module_path!r} builds no workflow, but has a Celery app: `celery -A {module_path} "
+                "workflow …` imports its task modules first, as a worker does"
+            )
         raise CliError(f"module {module_path!r} builds no workflow")
     return found
 

@@ -42,6 +42,8 @@ class Connections:
         # The statements every transition sends skip SQLAlchemy's execution layer on psycopg (see fetch_one).
         self.driver_cursors = self.postgresql and engine.dialect.driver == "psycopg"
         self._driver_sql: dict[TextClause, str] = {}
+        # What creates the schema where this store is used (a framework's own command), if not ours.
+        self.schema_hint: str | None = None
         # The caller's transaction statements join without being told to (Django's atomic blocks), if any.
         self.ambient: Callable[[], CallerTransaction | None] | None = None
 
@@ -71,9 +73,9 @@ class Connections:
                 raise
             detail = " ".join(str(exc.orig).split("\n", 1)[0].split())
             url = self.engine.url.render_as_string(hide_password=True)
+            hint = self.schema_hint or f"run `workflow-celery db upgrade --url {url}` (or call store.create_schema())"
             raise SchemaMissing(
-                f"the database has no workflow-celery schema, or an older one ({detail}): "
-                f"run `workflow-celery db upgrade --url {url}` (or call store.create_schema())"
+                f"the database has no workflow-celery schema, or an older one ({detail}): {hint}"
             ) from None
 
     @contextmanager

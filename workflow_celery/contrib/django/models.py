@@ -12,7 +12,7 @@ from django.db import models
 
 from ...core.run_state import RunState
 
-RUN_STATE_CHOICES = [(state.value, state.name.lower().replace("_", " ")) for state in RunState]
+RUN_STATE_CHOICES = [(state.value, state.name) for state in RunState]
 
 
 class Run(models.Model):

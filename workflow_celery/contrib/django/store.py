@@ -22,6 +22,8 @@ from .settings import database_alias
 
 __all__ = ["DjangoStore"]
 
+APP = "workflow_celery.contrib.django"
+
 # Django's OPTIONS that are Django's own, not libpq's (django.db.backends.postgresql.base).
 _DJANGO_OPTIONS = frozenset({"assume_role", "isolation_level", "pool", "server_side_binding"})
 _DATABASE_KEY = "workflow_celery_django_database"
@@ -56,7 +58,9 @@ class DjangoStore(SQLStore):
         django_connection = connections[alias]
         if django_connection.vendor != "postgresql":
             raise ConfigurationError(
-                f"DjangoStore needs PostgreSQL; settings.DATABASES[{alias!r}] is {django_connection.vendor}"
+                f"DjangoStore needs PostgreSQL (it writes in Django's transactions on Django's connection); "
+                f"settings.DATABASES[{alias!r}] is {django_connection.vendor}. On another database, "
+                "SQLStore(url) works (SQLite included) but each of its writes commits on its own"
             )
         engine = make_engine(
             _url(django_connection.settings_dict).render_as_string(hide_password=False), pool_size=pool_size, echo=echo
@@ -65,6 +69,7 @@ class DjangoStore(SQLStore):
         super().__init__(engine)
         self.using = alias
         self._c.ambient = self._atomic_block
+        self._c.schema_hint = f'run `python manage.py migrate` with "{APP}" in INSTALLED_APPS (database {alias!r})'
         _stores.add(self)
 
     def __repr__(self) -> str:
