@@ -111,7 +111,8 @@ class Connections:
         prepares each statement on a connection after a few executions, as it
         does through SQLAlchemy.
         """
-        engine = self._claims if claims else self._autocommit
+        # The base engine, not its autocommit variant: the connection is put in autocommit below.
+        engine = self._claims if claims else self.engine
         if not self._direct(engine) or (not claims and self.caller_transaction() is not None):
             with self.claim_statement() if claims else self.statement() as conn:
                 row = conn.execute(statement, params).first()
@@ -119,24 +120,45 @@ class Connections:
         sql = self._driver_sql.get(statement)
         if sql is None:
             sql = self._driver_sql[statement] = str(statement.compile(dialect=self.engine.dialect))
-        dbapi_error = engine.dialect.loaded_dbapi.Error
-        with self.schema_checked(), self.guard(), engine.connect() as conn, _lost_mid_statement():
-            fairy = conn.connection
+        with self.schema_checked(), self.guard(), _lost_mid_statement():
+            return self._on_driver(engine, sql, params)
+
+    def _on_driver(self, engine: Engine, sql: str, params: Mapping[str, Any]) -> Mapping[Any, Any] | None:
+        # A pooled DBAPI connection (the pool's fork guard and checkout checks run), without the
+        # Connection around it: that and its isolation-level events cost as much as the statement.
+        fairy = engine.raw_connection()
+        try:
+            driver: Any = fairy.driver_connection
+            # Put back as found: the pool's other users expect the driver's default (transactions).
+            restore = not driver.autocommit
+            if restore:
+                driver.autocommit = True
             try:
-                with fairy.driver_connection.cursor(row_factory=dict_row) as cursor:  # type: ignore[union-attr]
+                with driver.cursor(row_factory=dict_row) as cursor:
                     return cursor.execute(sql, params).fetchone()  # type: ignore[no-any-return]
-            except dbapi_error as exc:
-                driver = fairy.dbapi_connection
+            except engine.dialect.loaded_dbapi.Error as exc:
                 gone = engine.dialect.is_disconnect(exc, driver, None) or driver_lost(exc, driver)
                 if gone:
                     # As SQLAlchemy does for a disconnect: the server is likely gone for every pooled
                     # connection opened before now, not only this one (a restart, a failover).
                     engine.pool._invalidate(fairy, exc, _checkin=False)
-                    conn.invalidate(exc)
+                    fairy.invalidate(exc)
+                    restore = False
                 # No parameters in the message: they hold users' objects.
                 raise DBAPIError.instance(
-                    sql, None, exc, dbapi_error, hide_parameters=True, connection_invalidated=gone, dialect=conn.dialect
+                    sql,
+                    None,
+                    exc,
+                    engine.dialect.loaded_dbapi.Error,
+                    hide_parameters=True,
+                    connection_invalidated=gone,
+                    dialect=engine.dialect,
                 ) from exc
+            finally:
+                if restore:
+                    driver.autocommit = False
+        finally:
+            fairy.close()
 
     def _direct(self, engine: Engine) -> bool:
         """Whether a statement may skip SQLAlchemy's execution layer on ``engine``.
@@ -147,6 +169,9 @@ class Connections:
         """
         if not self.driver_cursors or engine.echo:
             return False
+        # SQLAlchemy's own test before it looks for listeners: none was ever added to these.
+        if not (engine._has_events or self.engine._has_events or engine.dialect._has_events):
+            return True
         # Statement events live on the engines, handle_error on their dialect (SQLAlchemy's DialectEvents).
         dispatches: list[Any] = [engine.dispatch, self.engine.dispatch, engine.dialect.dispatch]
         return not any(getattr(d, name, None) for d in dispatches for name in _STATEMENT_EVENTS)

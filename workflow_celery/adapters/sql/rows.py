@@ -90,21 +90,29 @@ def outbox_params(message: OutboxMessage) -> dict[str, Any]:
     }
 
 
-def outbox_arrays(messages: Sequence[OutboxMessage], *, keep: str = "last") -> dict[str, list[Any]]:
-    rows = unique(messages, keep=keep)
-    return {
-        "o_id": [m.id for m in rows],
-        "o_workflow_name": [m.workflow_name for m in rows],
-        "o_run_id": [m.run_id for m in rows],
-        "o_kind": [m.kind for m in rows],
-        "o_queue": [m.queue for m in rows],
-        "o_task": [m.task for m in rows],
-        "o_body": [m.body_json() for m in rows],
-        "o_created_at": [to_utc(m.created_at) for m in rows],
-        "o_due_at": [to_utc(m.due_at) for m in rows],
-        "o_attempts": [m.attempts for m in rows],
-        "o_retries": [m.retries for m in rows],
-    }
+def outbox_json(messages: Sequence[OutboxMessage], *, keep: str = "last") -> dict[str, str]:
+    """The doorbells as the one parameter ``o_rows``: a JSON array of objects, one per outbox row.
+
+    Times are ISO 8601 with their UTC offset, read back to the microsecond by
+    PostgreSQL; ``body`` is the body's JSON text, stored as it is.
+    """
+    rows = [
+        {
+            "id": m.id,
+            "workflow_name": m.workflow_name,
+            "run_id": m.run_id,
+            "kind": m.kind,
+            "queue": m.queue,
+            "task": m.task,
+            "body": m.body_json(),
+            "created_at": to_utc(m.created_at).isoformat(),
+            "due_at": to_utc(m.due_at).isoformat(),
+            "attempts": m.attempts,
+            "retries": m.retries,
+        }
+        for m in unique(messages, keep=keep)
+    ]
+    return {"o_rows": json.dumps(rows, separators=(",", ":"))}
 
 
 def to_record(row: Row[Any]) -> Record:
