@@ -5,8 +5,10 @@ Django is configured in this process once, on a database of this module's own.
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,9 +18,11 @@ import sqlalchemy as sa
 from examples.order_processing import Order, OrderStatus, order_workflow
 from tests.contract.conftest import PostgresServer
 from workflow_celery import (
+    Builder,
     ConfigurationError,
     InProcessBroker,
     RecordNotFound,
+    Run,
     RunState,
     SchemaMissing,
     Workflow,
@@ -59,7 +63,14 @@ def django_db(pg_server: PostgresServer) -> Iterator[sa.URL]:
             "default": _django_settings(url),
             "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
         },
-        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "workflow_celery.contrib.django"],
+        INSTALLED_APPS=[
+            "django.contrib.admin",
+            "django.contrib.contenttypes",
+            "django.contrib.auth",
+            "django.contrib.sessions",
+            "django.contrib.messages",
+            "workflow_celery.contrib.django",
+        ],
         USE_TZ=True,
         WORKFLOW_CELERY={"DATABASE": "default"},
     )
@@ -252,6 +263,108 @@ def test_the_store_follows_the_database_djangos_settings_name(
         connection.settings_dict["NAME"] = django_db.database
         store.dispose()
     assert wf.lookup(before).run_id == before
+
+
+class Ticket(enum.IntEnum):
+    UNKNOWN = 0
+    WAITING = 1
+    ANSWERED = 2
+    CLOSED = 3
+
+
+@dataclass
+class Question:
+    text: str = ""
+
+
+def refuse(run: Run[Question, Ticket], payload: bytes) -> Ticket:
+    raise ValueError(f"the payload {payload!r} is refused")
+
+
+def close(run: Run[Question, Ticket]) -> Ticket:
+    return Ticket.CLOSED
+
+
+def tickets(store: DjangoStore, broker: InProcessBroker) -> Workflow[Question, Ticket]:
+    b = Builder(f"tickets-{uuid.uuid4().hex[:6]}", Question, Ticket)
+    b.add_callback(Ticket.WAITING, refuse, Ticket.ANSWERED)
+    b.add_step(Ticket.ANSWERED, close, Ticket.CLOSED)
+    return b.build(broker, store, pause_after_err_count=2)
+
+
+def test_a_callback_failing_in_an_atomic_block_is_counted_and_pauses_the_run(
+    store: DjangoStore, broker: InProcessBroker
+) -> None:
+    wf = tickets(store, broker)
+    oid = order_id()
+    run_id = wf.trigger(oid, start_at=Ticket.WAITING)
+    for attempt in (1, 2):
+        with pytest.raises(ValueError, match="refused"), transaction.atomic():
+            add_order(f"{oid}-{attempt}")
+            wf.callback(oid, Ticket.WAITING, b"no")
+        # The block rolled back the view's own row, not the count of the failure.
+        assert app_orders(store, f"{oid}-{attempt}") == 0
+        assert [e.count for e in wf.errors(run_id)] == [attempt]
+    assert wf.lookup(run_id).run_state is RunState.PAUSED
+
+
+def test_a_failure_that_cannot_be_counted_beside_the_block_still_raises_the_callbacks_error(
+    store: DjangoStore, broker: InProcessBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    wf = tickets(store, broker)
+    oid = order_id()
+    run_id = wf.trigger(oid, start_at=Ticket.WAITING)
+    with pytest.raises(ValueError, match="refused"):
+        wf.callback(oid, Ticket.WAITING, b"no")  # counted: the run's error counter row exists
+    with transaction.atomic():
+        wf.pause(run_id, "checking")
+        wf.resume(run_id)  # resets the counter in the block, which now holds its row
+        with pytest.raises(ValueError, match="refused"):
+            wf.callback(oid, Ticket.WAITING, b"no")  # counting beside the block waits, then gives up
+        transaction.set_rollback(True)
+    assert "could not count the failed callback" in caplog.text and "lock timeout" in caplog.text
+    assert wf.lookup(run_id).run_state is RunState.INITIATED
+    assert [e.count for e in wf.errors(run_id)] == [1]
+
+
+def test_a_django_test_that_did_not_declare_the_database_is_refused_as_djangos_queries_are(
+    wf: Workflow[Order, OrderStatus],
+) -> None:
+    from django.test import SimpleTestCase
+    from django.test.testcases import DatabaseOperationForbidden
+
+    class WithoutTheDatabase(SimpleTestCase):  # type: ignore[misc]  # databases = set(): no query allowed
+        def runTest(self) -> None: ...
+
+    WithoutTheDatabase._add_databases_failures()
+    try:
+        with pytest.raises(DatabaseOperationForbidden, match="Database connections to 'default' are not allowed"):
+            wf.trigger(order_id())
+    finally:
+        WithoutTheDatabase._remove_databases_failures()
+    assert wf.lookup(wf.trigger(order_id())).run_state is RunState.INITIATED
+
+
+def test_a_runs_admin_page_shows_the_newest_versions_of_a_long_history(
+    wf: Workflow[Order, OrderStatus],
+) -> None:
+    from django.contrib import admin
+
+    from workflow_celery.contrib.django.admin import RunAdmin
+    from workflow_celery.contrib.django.models import Run as RunRow
+
+    run_id = wf.trigger(order_id())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO workflow_history (run_id, version, status, run_state, object, reason, created_at) "
+            "SELECT run_id, v, status, run_state, object, 'again', created_at + v * interval '1 second' "
+            "FROM workflow_history, generate_series(2, 151) AS v WHERE run_id = %s",
+            [run_id],
+        )
+    page = RunAdmin(RunRow, admin.site).history(RunRow.objects.get(pk=run_id))
+    assert "The newest 100 of 151 versions." in page
+    assert "<td>151</td>" in page and "<td>52</td>" in page and "<td>51</td>" not in page
+    assert "<td>+1.000 s</td>" in page
 
 
 def test_tables_missing_say_to_run_migrate(

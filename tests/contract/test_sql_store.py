@@ -6,6 +6,7 @@ and PostgreSQL in ``test_stores.py``.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Callable
@@ -73,6 +74,23 @@ def test_concurrent_create_schema_on_postgres(pg_server: PostgresServer) -> None
     finally:
         for s in stores:
             s.dispose()
+
+
+@pytest.mark.integration
+def test_the_upgrade_script_for_a_dba_leaves_the_database_where_upgrade_would(pg_server: PostgresServer) -> None:
+    url = sa.make_url(pg_server.create_database("wfc_contract_script"))
+    script = io.StringIO()
+    migrate.upgrade_script(url, output=script)
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(script.getvalue())  # BEGIN; ... COMMIT; as psql would run it
+        assert migrate.current(engine) == migrate.head()
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+            assert compare_metadata(context, metadata) == []
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.integration

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -132,6 +133,10 @@ class MemoryStore(MemoryDeadLetters):
     def after_commit(self, fn: Callable[[], None]) -> bool:
         """Always False: every write commits on its own."""
         return False
+
+    def on_its_own(self) -> AbstractContextManager[None]:
+        """Every write commits on its own already."""
+        return nullcontext()
 
     def lookup(self, run_id: str) -> Record:
         with self._lock:

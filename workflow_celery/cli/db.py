@@ -18,6 +18,9 @@ def add_commands(sub: Any) -> None:
     db = sub.add_parser("db", help="create or upgrade the schema of the app's store (or of --url)")
     db.add_argument("db_command", choices=["upgrade", "current"])
     db.add_argument("--url", help=f"SQLAlchemy URL (default: the -A app's store, else ${URL_ENV})")
+    db.add_argument(
+        "--sql", action="store_true", help="upgrade: print the SQL for a DBA to review and run, change nothing"
+    )
     db.set_defaults(func=cmd_db, needs_app=False)
     q = sub.add_parser("queues", help="list the queues the app's workflows declare")
     q.set_defaults(func=cmd_queues, needs_app=True)
@@ -35,7 +38,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     from sqlalchemy import make_url
     from sqlalchemy.exc import ArgumentError, DBAPIError
 
-    from ..adapters.sql.migrate import current, upgrade
+    from ..adapters.sql.migrate import current, upgrade, upgrade_script
 
     targets: list[Engine | str] = []
     if args.url:
@@ -53,6 +56,12 @@ def cmd_db(args: argparse.Namespace) -> int:
             raise CliError(f"not a database URL: {target!r} (e.g. postgresql+psycopg://host/dbname)") from None
         # Several stores: say which database each line is about.
         where = f"{shown}: " if len(targets) > 1 else ""
+        if args.sql:
+            if args.db_command != "upgrade":
+                raise CliError("--sql goes with db upgrade")
+            # From the first revision, as for an empty database: nothing is read from the server.
+            upgrade_script(make_url(target if isinstance(target, str) else target.url))
+            continue
         try:
             if args.db_command == "upgrade":
                 upgrade(target)

@@ -7,6 +7,7 @@ suite (``workflow_celery.testing.contract``) that every implementation must pass
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
@@ -108,6 +109,16 @@ class RunStore(Protocol):
         rollback. False otherwise: the write is committed already and the
         caller calls ``fn`` now. A store that never joins a caller's
         transaction always returns False.
+        """
+        ...
+
+    def on_its_own(self) -> AbstractContextManager[None]:
+        """Writes inside the block commit on their own, even inside a caller's transaction.
+
+        For what must outlive that transaction's rollback: a failed
+        callback's count (and the pause it may bring), since the callback's
+        exception usually rolls the caller's transaction back. Outside a
+        caller's transaction, a block like any other.
         """
         ...
 

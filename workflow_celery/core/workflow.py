@@ -295,8 +295,17 @@ class Workflow(AsyncCalls[T, S]):
                     spec.status, spec.destinations, record, run, result, "callback", keep_running=True
                 )
             except Exception as exc:
-                # A failed attempt like any other: counted at the status, pausing the run at the limit.
-                self.failures.callback_failed(record, exc)
+                # A failed attempt like any other: counted at the status, pausing the run at the limit,
+                # and committed on its own: the exception usually rolls back the caller's transaction.
+                try:
+                    with self.store.on_its_own():
+                        self.failures.callback_failed(record, exc)
+                except Exception:
+                    log.warning(
+                        "could not count the failed callback of run %s of workflow %s",
+                        record.run_id, self.name, exc_info=True,
+                        extra={"workflow": self.name, "run_id": record.run_id},
+                    )  # fmt: skip
                 raise
             if outcome is not Outcome.SKIPPED:
                 return

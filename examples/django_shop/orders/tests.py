@@ -100,7 +100,7 @@ class AdminTests(TestCase):
         url = "/admin/workflow_celery/run/"
         # A run no worker has started yet cannot be cancelled (the original's table of run states): pause it first.
         response = self.client.post(url, {"action": "cancel_runs", "_selected_action": [self.run_id]}, follow=True)
-        self.assertContains(response, "from INITIATED to CANCELLED")
+        self.assertContains(response, f"Run {self.run_id}: invalid run state transition: from INITIATED to CANCELLED")
         self.assertEqual(wf.lookup(self.run_id).run_state, RunState.INITIATED)
 
     def test_staff_without_the_permission_see_no_actions(self) -> None:

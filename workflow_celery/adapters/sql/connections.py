@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -24,6 +25,12 @@ from ...core.errors import DatabaseConnectionLost, SchemaMissing
 from .engine import claims_engine, guard_forks
 from .joined import CallerTransaction, joined_transaction
 from .rows import connection_gone, driver_lost, schema_missing
+
+OWN_WRITE_LOCK_TIMEOUT = "5s"
+"""How long a write made on its own beside a caller's transaction waits for a row lock (``on_its_own``)."""
+
+# Connections (by id) whose writes commit on their own in this thread or task, caller's transaction or not.
+_on_its_own: ContextVar[frozenset[int]] = ContextVar("workflow_celery_on_its_own", default=frozenset())
 
 
 class Connections:
@@ -49,10 +56,24 @@ class Connections:
 
     def caller_transaction(self) -> CallerTransaction | None:
         """The caller's transaction this store's writes join right now: ``joining``'s, else the ambient one."""
+        if id(self) in _on_its_own.get():
+            return None
         joined = joined_transaction(self)
         if joined is None and self.ambient is not None:
             return self.ambient()
         return joined
+
+    @contextmanager
+    def on_its_own(self) -> Iterator[None]:
+        """Statements in the block commit on their own, beside the caller's transaction if there is one."""
+        if self.caller_transaction() is None:
+            yield
+            return
+        token = _on_its_own.set(_on_its_own.get() | {id(self)})
+        try:
+            yield
+        finally:
+            _on_its_own.reset(token)
 
     def dispose(self) -> None:
         """Close every pooled connection; the next statement reconnects."""
@@ -83,11 +104,22 @@ class Connections:
         """A connection for one statement: autocommit on PostgreSQL, or the caller's transaction's (``joined``)."""
         caller = self.caller_transaction()
         if caller is not None:
-            with self.schema_checked(), _lost_mid_statement(), caller.savepoint() as conn:
+            with self.schema_checked(), _lost_mid_statement(in_callers_transaction=True), caller.savepoint() as conn:
                 yield conn
             return
         with self.schema_checked(), self.guard(), self._autocommit.connect() as conn, _lost_mid_statement():
-            yield conn
+            if not (self.postgresql and id(self) in _on_its_own.get()):
+                yield conn
+                return
+            # Beside a transaction of this very thread: a row it locked would be waited for forever.
+            conn.exec_driver_sql(f"SET lock_timeout = '{OWN_WRITE_LOCK_TIMEOUT}'")
+            try:
+                yield conn
+            finally:
+                try:
+                    conn.exec_driver_sql("RESET lock_timeout")
+                except DBAPIError:
+                    conn.invalidate()  # never back to the pool with the setting
 
     @contextmanager
     def claim_statement(self) -> Iterator[Connection]:
@@ -113,7 +145,11 @@ class Connections:
         """
         # The base engine, not its autocommit variant: the connection is put in autocommit below.
         engine = self._claims if claims else self.engine
-        if not self._direct(engine) or (not claims and self.caller_transaction() is not None):
+        if (
+            not self._direct(engine)
+            or (not claims and self.caller_transaction() is not None)
+            or id(self) in _on_its_own.get()
+        ):
             with self.claim_statement() if claims else self.statement() as conn:
                 row = conn.execute(statement, params).first()
             return None if row is None else row._mapping
@@ -202,7 +238,7 @@ _STATEMENT_EVENTS = ("before_execute", "after_execute", "before_cursor_execute",
 
 
 @contextmanager
-def _lost_mid_statement() -> Iterator[None]:
+def _lost_mid_statement(*, in_callers_transaction: bool = False) -> Iterator[None]:
     # Only for statements on a connection already checked out: a failure to connect wrote nothing and
     # keeps SQLAlchemy's error. One lost while a statement ran may have been committed or not, and is
     # not retried: re-running a write that did commit would apply it twice.
@@ -212,6 +248,12 @@ def _lost_mid_statement() -> Iterator[None]:
         if not connection_gone(exc):
             raise
         detail = " ".join(str(exc.orig).split("\n", 1)[0].split())
+        if in_callers_transaction:
+            # Nothing of an uncommitted transaction survives its connection.
+            raise DatabaseConnectionLost(
+                f"the connection to the database was lost while a statement ran ({detail}): the caller's "
+                "transaction is gone with it, and nothing it wrote was committed"
+            ) from exc
         raise DatabaseConnectionLost(
             f"the connection to the database was lost while a statement ran ({detail}): it may or may not "
             "have been committed; read the run back before doing it again"

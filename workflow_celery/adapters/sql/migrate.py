@@ -8,16 +8,18 @@ in their own version table, so they coexist with an application's alembic.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 
 from .schema import VERSION_TABLE
 
@@ -66,6 +68,19 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         upgrade_in(conn, revision)
         conn.commit()
+
+
+def upgrade_script(url: URL, revision: str = "head", output: TextIO | None = None) -> None:
+    """Write the SQL of the upgrade from an empty database to ``revision`` (alembic's offline mode) to ``output``.
+
+    Nothing connects to the database: ``url`` only picks the dialect. The
+    script includes the version table's own statements, so running it leaves
+    the database where ``upgrade`` would.
+    """
+    config = _config()
+    config.set_main_option("sqlalchemy.url", url.render_as_string(hide_password=True).replace("%", "%%"))
+    config.output_buffer = output or sys.stdout
+    command.upgrade(config, revision, sql=True)
 
 
 def upgrade_in(conn: Connection, revision: str = "head") -> None:

@@ -113,6 +113,16 @@ class SQLStore:
         caller.after_commit(fn)
         return True
 
+    def on_its_own(self) -> AbstractContextManager[None]:
+        """Writes in the block commit on their own, outside the caller's transaction (``RunStore.on_its_own``).
+
+        A row the caller's transaction has locked (the run, updated earlier in
+        it) cannot be written beside it: such a write gives up after
+        ``OWN_WRITE_LOCK_TIMEOUT`` with ``sqlalchemy.exc.OperationalError``
+        instead of waiting for a commit that this very thread would make.
+        """
+        return self._c.on_its_own()
+
     # ------------------------------------------------------------------ runs
 
     def insert_run(self, record: Record, outbox: Sequence[OutboxMessage]) -> None:

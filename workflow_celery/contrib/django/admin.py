@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from django.contrib import admin, messages
+from django.db import connections
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
@@ -22,6 +23,7 @@ from django.utils.safestring import SafeString
 
 from ...cli.common import CliError, find_workflows
 from ...core.errors import WorkflowError
+from ...core.run_state import RunState
 from ...core.workflow import Workflow
 from .models import Run
 from .settings import app_module, database_alias
@@ -71,6 +73,22 @@ class StatusFilter(admin.SimpleListFilter):
         return queryset.filter(match)
 
 
+HISTORY_SHOWN = 100
+HISTORY_COUNT = "SELECT count(*) FROM workflow_history WHERE run_id = %s"
+HISTORY_NEWEST = (
+    "SELECT version, status, run_state, reason, created_at FROM workflow_history "
+    "WHERE run_id = %s ORDER BY version DESC LIMIT %s"
+)
+MESSAGES_SHOWN = 10
+
+
+def _state(value: int) -> str:
+    try:
+        return RunState(value).name
+    except ValueError:
+        return str(value)
+
+
 def _status_name(run: Run, status: int | None = None) -> str:
     value = run.status if status is None else status
     wf = workflows().get(run.workflow_name)
@@ -85,20 +103,26 @@ def _run_action(verb: str, done_verb: str, call: Callable[[Workflow[Any, Any], s
         for run in queryset:
             wf = found.get(run.workflow_name)
             if wf is None:
-                failed.append(f"{run.run_id}: workflow {run.workflow_name!r} is not built by WORKFLOW_CELERY['APP']")
+                failed.append(
+                    f"run {run.run_id}: workflow {run.workflow_name!r} is not built by WORKFLOW_CELERY['APP']"
+                )
                 continue
             try:
                 call(wf, run.run_id, reason)
             except WorkflowError as exc:
-                failed.append(str(exc))
+                failed.append(f"run {run.run_id}: {exc}")
             else:
                 done += 1
         if done:
             model_admin.message_user(
                 request, f"{done_verb.capitalize()} {done} run{'s' if done != 1 else ''}", messages.SUCCESS
             )
-        for failure in failed:
+        for failure in failed[:MESSAGES_SHOWN]:
             model_admin.message_user(request, failure, messages.WARNING)
+        if len(failed) > MESSAGES_SHOWN:
+            model_admin.message_user(
+                request, f"and {len(failed) - MESSAGES_SHOWN} more runs left as they were", messages.WARNING
+            )
 
     action.__name__ = f"{verb}_runs"
     return admin.action(description=f"{verb.capitalize()} the selected runs", permissions=["change_run_state"])(action)
@@ -153,19 +177,23 @@ class RunAdmin(admin.ModelAdmin):
 
     @_display("history")
     def history(self, run: Run) -> SafeString:
-        wf = workflows().get(run.workflow_name)
-        if wf is None:
-            return format_html("<p>{}</p>", "unknown workflow: set WORKFLOW_CELERY['APP']")
+        # Without the objects, and only the newest versions: a run that repeats a step for months has
+        # hundreds of thousands, each with its object.
+        with connections[database_alias()].cursor() as cursor:
+            cursor.execute(HISTORY_COUNT, [run.run_id])
+            total = cursor.fetchone()[0]
+            cursor.execute(HISTORY_NEWEST, [run.run_id, HISTORY_SHOWN])
+            newest = cursor.fetchall()[::-1]
         rows: list[tuple[Any, ...]] = []
         previous: datetime | None = None
-        for entry in wf.history(run.run_id):
-            since = "" if previous is None else f"+{(entry.created_at - previous).total_seconds():.3f} s"
-            previous = entry.created_at
-            rows.append(
-                (entry.version, entry.created_at.isoformat(), since, _status_name(run, entry.status),
-                 entry.run_state.name, entry.reason)
-            )  # fmt: skip
-        return _table(("version", "at", "after", "status", "run state", "reason"), rows)
+        for version, status, run_state, reason, created_at in newest:
+            since = "" if previous is None else f"+{(created_at - previous).total_seconds():.3f} s"
+            previous = created_at
+            rows.append((version, created_at.isoformat(), since, _status_name(run, status), _state(run_state), reason))
+        shown = "" if total <= len(rows) else f"The newest {len(rows)} of {total} versions."
+        return format_html(
+            "{}<p>{}</p>", _table(("version", "at", "after", "status", "run state", "reason"), rows), shown
+        )
 
     @_display("last error")
     def last_error(self, run: Run) -> SafeString:

@@ -77,6 +77,11 @@ class DjangoStore(SQLStore):
 
     def _atomic_block(self) -> DjangoTransaction | None:
         django_connection = connections[self.using]
+        forbidden = django_connection.connect
+        if type(forbidden).__name__ == "_DatabaseFailure":
+            # A Django test that did not declare this database (``databases``): Django refuses its own
+            # queries there, and so does the store, rather than write to the real database.
+            forbidden()
         if not django_connection.in_atomic_block:
             return None
         return DjangoTransaction(django_connection, lending_engine())

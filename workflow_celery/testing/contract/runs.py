@@ -70,6 +70,13 @@ class RunStoreContract(RunListingContract):
         assert store.after_commit(lambda: called.append(1)) is False
         assert called == []
 
+    def test_a_write_on_its_own_commits_as_any_other(self, store: RecordStore) -> None:
+        record = rec(run_id="own-1")
+        with store.on_its_own():
+            store.insert_run(record, [])
+            assert store.after_commit(lambda: None) is False
+        assert store.lookup("own-1") == record
+
     def test_lookup_and_latest_raise_record_not_found(self, store: RecordStore) -> None:
         with pytest.raises(RecordNotFound) as info:
             store.lookup("nope")
