@@ -31,6 +31,7 @@ from kombu.pools import ProducerPool
 from ...core.definition import Definition
 from ...core.doorbell import describe_task, task_id, with_attempt
 from ...core.ports import OutboxMessage
+from .redis_transport import reusing_transport
 from .registry import registry
 
 _DISPATCHERS_ATTR = "_workflow_celery_dispatchers"
@@ -114,8 +115,12 @@ class CeleryDispatcher:
         options = bounded_transport_options(
             probe.transport.driver_type, self.timeout, dict(self.app.conf.broker_transport_options or {})
         )
+        scheme = probe.transport_cls if isinstance(probe.transport_cls, str) else "redis"
+        reusing = reusing_transport(probe.get_transport_cls(), scheme)
         probe.release()
-        connection = self.app.connection_for_write(connect_timeout=self.timeout, transport_options=options)
+        connection = self.app.connection_for_write(
+            connect_timeout=self.timeout, transport_options=options, **({"transport": reusing} if reusing else {})
+        )
         limit = self.app.conf.broker_pool_limit
         connections = _ConnectionsOfOneProcess(connection, limit=limit)  # type: ignore[no-untyped-call]
         return ProducerPool(connections, limit=limit, Producer=self.app.amqp.Producer, close_after_fork=False)  # type: ignore[no-untyped-call]
