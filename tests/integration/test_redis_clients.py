@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from kombu import Connection
+from kombu.connection import Connection
 from kombu.transport import redis as kombu_redis
 
 from workflow_celery.adapters.celery.redis_transport import reusing_transport
