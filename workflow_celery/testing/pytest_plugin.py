@@ -16,7 +16,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from ..adapters.inprocess import InProcessBroker
 from ..builder import Builder
 from ..core.workflow import Workflow
 from . import FakeClock, in_process
-from .worker import READY_TIMEOUT_S, WorkflowWorker
+from .worker import WorkflowWorker, celery_worker
 
 
 @pytest.fixture
@@ -52,23 +53,10 @@ def workflow_in_process() -> Iterator[Callable[..., tuple[Workflow[Any, Any], In
 @pytest.fixture
 def workflow_worker() -> Iterator[Callable[..., WorkflowWorker]]:
     """Start real ``celery worker`` processes for the test; all are stopped after it."""
-    started: list[WorkflowWorker] = []
+    with ExitStack() as started:
 
-    def start(
-        app: str,
-        queues: str,
-        *,
-        env: Mapping[str, str] | None = None,
-        concurrency: int = 1,
-        pool: str = "prefork",
-        ready_timeout: float = READY_TIMEOUT_S,
-    ) -> WorkflowWorker:
-        worker = WorkflowWorker(app, queues, env=env or {}, concurrency=concurrency, pool=pool)
-        started.append(worker)
-        worker.wait_ready(ready_timeout)
-        return worker
+        def start(app: str, queues: str, **options: Any) -> WorkflowWorker:
+            """``celery_worker``'s arguments (``env``, ``concurrency``, ``pool``, ``ready_timeout``)."""
+            return started.enter_context(celery_worker(app, queues, **options))
 
-    yield start
-    for worker in started:
-        worker.stop()
-        worker.log_path.unlink(missing_ok=True)
+        yield start

@@ -146,6 +146,20 @@ def keeping_transport(transport_cls: type, box: KeepsBytes, scheme: str = "redis
     for any other transport (RabbitMQ delivers bytes with properties, which
     the consumer handles).
     """
+    return _redis_subclass(transport_cls, "Keeping", (_KeepsItemsThatAreNotMessages, _ReusesItsClient), scheme, box)
+
+
+def reusing_transport(transport_cls: type, scheme: str = "redis") -> type | None:
+    """A subclass of a Redis transport class whose channels reuse one redis-py client (``_ReusesItsClient``).
+
+    For publishing connections. Returns None for any other transport.
+    """
+    return _redis_subclass(transport_cls, "Reusing", (_ReusesItsClient,), scheme)
+
+
+def _redis_subclass(
+    transport_cls: type, prefix: str, mixins: tuple[type, ...], scheme: str, box: KeepsBytes | None = None
+) -> type | None:
     try:
         # Imported here: Redis is an extra, and an app on RabbitMQ may not have it installed.
         from kombu.transport import redis as kombu_redis
@@ -154,27 +168,9 @@ def keeping_transport(transport_cls: type, box: KeepsBytes, scheme: str = "redis
     if not (isinstance(transport_cls, type) and issubclass(transport_cls, kombu_redis.Transport)):
         return None
     base_channel: type = transport_cls.Channel
-    channel = type(
-        f"Keeping{base_channel.__name__}",
-        (_KeepsItemsThatAreNotMessages, _ReusesItsClient, base_channel),
-        {"dead_letter_box": box, "__module__": __name__},
-    )
+    attributes: dict[str, Any] = {"__module__": __name__}
+    if box is not None:
+        attributes["dead_letter_box"] = box
+    channel = type(f"{prefix}{base_channel.__name__}", (*mixins, base_channel), attributes)
     namespace = {"Channel": channel, "url_scheme": scheme, "__module__": __name__}
-    return _ShownAsItsScheme(f"Keeping{transport_cls.__name__}", (transport_cls,), namespace)
-
-
-def reusing_transport(transport_cls: type, scheme: str = "redis") -> type | None:
-    """A subclass of a Redis transport class whose channels reuse one redis-py client (``_ReusesItsClient``).
-
-    For publishing connections. Returns None for any other transport.
-    """
-    try:
-        from kombu.transport import redis as kombu_redis
-    except ImportError:
-        return None
-    if not (isinstance(transport_cls, type) and issubclass(transport_cls, kombu_redis.Transport)):
-        return None
-    base_channel: type = transport_cls.Channel
-    channel = type(f"Reusing{base_channel.__name__}", (_ReusesItsClient, base_channel), {"__module__": __name__})
-    namespace = {"Channel": channel, "url_scheme": scheme, "__module__": __name__}
-    return _ShownAsItsScheme(f"Reusing{transport_cls.__name__}", (transport_cls,), namespace)
+    return _ShownAsItsScheme(f"{prefix}{transport_cls.__name__}", (transport_cls,), namespace)
