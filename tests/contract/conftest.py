@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from examples.order_processing import Order, OrderStatus, order_workflow
+from workflow_celery import InProcessBroker, Workflow
 from workflow_celery.adapters.memory import MemoryStore
 from workflow_celery.adapters.sql import SQLStore
 from workflow_celery.adapters.sql.schema import ALL_TABLES
@@ -177,3 +179,14 @@ def sql_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     backend = BACKENDS[request.param](request)
     yield backend
     backend.close()
+
+
+@pytest.fixture
+def broker() -> InProcessBroker:
+    return InProcessBroker()
+
+
+@pytest.fixture
+def wf(store: SQLStore, broker: InProcessBroker) -> Workflow[Order, OrderStatus]:
+    """The order workflow on the test module's ``store`` fixture (the caller's-transaction tests)."""
+    return order_workflow().build(broker, store)

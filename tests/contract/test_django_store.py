@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from examples.order_processing import Order, OrderStatus, order_workflow
+from examples.order_processing import Order, OrderStatus
+from tests.contract.callers import app_orders, order_id
 from tests.contract.conftest import PostgresServer
 from workflow_celery import (
     Builder,
@@ -89,28 +90,9 @@ def store(django_db: sa.URL) -> Iterator[DjangoStore]:
     s.dispose()
 
 
-@pytest.fixture
-def broker() -> InProcessBroker:
-    return InProcessBroker()
-
-
-@pytest.fixture
-def wf(store: DjangoStore, broker: InProcessBroker) -> Workflow[Order, OrderStatus]:
-    return order_workflow().build(broker, store)
-
-
-def order_id() -> str:
-    return f"order-{uuid.uuid4().hex[:8]}"
-
-
 def add_order(oid: str) -> None:
     with connection.cursor() as cursor:
         cursor.execute("INSERT INTO app_orders (id) VALUES (%s)", [oid])
-
-
-def app_orders(store: DjangoStore, oid: str) -> int:
-    with store.engine.connect() as conn:  # the store's own connection: committed rows only
-        return int(conn.execute(sa.text("SELECT count(*) FROM app_orders WHERE id = :id"), {"id": oid}).scalar_one())
 
 
 def committed(store: DjangoStore, run_id: str) -> bool:

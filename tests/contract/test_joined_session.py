@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from examples.order_processing import Order, OrderStatus, order_workflow
+from examples.order_processing import Order, OrderStatus
+from tests.contract.callers import app_orders, order_id
 from tests.contract.conftest import PostgresServer
 from workflow_celery import (
     ConfigurationError,
@@ -40,25 +40,6 @@ def store(joined_url: str) -> Iterator[SQLStore]:
         conn.execute(sa.text("CREATE TABLE IF NOT EXISTS app_orders (id text PRIMARY KEY)"))
     yield s
     s.dispose()
-
-
-@pytest.fixture
-def broker() -> InProcessBroker:
-    return InProcessBroker()
-
-
-@pytest.fixture
-def wf(store: SQLStore, broker: InProcessBroker) -> Workflow[Order, OrderStatus]:
-    return order_workflow().build(broker, store)
-
-
-def order_id() -> str:
-    return f"order-{uuid.uuid4().hex[:8]}"
-
-
-def app_orders(store: SQLStore, oid: str) -> int:
-    with store.engine.connect() as conn:
-        return int(conn.execute(sa.text("SELECT count(*) FROM app_orders WHERE id = :id"), {"id": oid}).scalar_one())
 
 
 def test_a_run_triggered_in_a_session_commits_with_it_and_is_published_after(

@@ -205,9 +205,10 @@ class Connections:
         """
         if not self.driver_cursors or engine.echo:
             return False
-        # SQLAlchemy's own test before it looks for listeners: none was ever added to these.
-        if not (engine._has_events or self.engine._has_events or engine.dialect._has_events):
-            return True
+        # SQLAlchemy's own test before it looks for listeners: none was ever added to these engines.
+        if not (engine._has_events or self.engine._has_events):
+            # Of the dialect's events only handle_error sees statements (a do_connect listener does not).
+            return not engine.dialect.dispatch.handle_error
         # Statement events live on the engines, handle_error on their dialect (SQLAlchemy's DialectEvents).
         dispatches: list[Any] = [engine.dispatch, self.engine.dispatch, engine.dialect.dispatch]
         return not any(getattr(d, name, None) for d in dispatches for name in _STATEMENT_EVENTS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, TypeVar, cast
 
 from django.contrib import admin, messages
@@ -42,9 +43,15 @@ def workflows() -> dict[str, Workflow[Any, Any]]:
     if module is None:
         return {}
     try:
-        return find_workflows(module)
+        return _built_by(module)
     except CliError:
         return {}
+
+
+@lru_cache(maxsize=8)
+def _built_by(module: str) -> dict[str, Workflow[Any, Any]]:
+    # Once per module, not once per row of a page: a module's workflows are built when it is imported.
+    return find_workflows(module)
 
 
 class StatusFilter(admin.SimpleListFilter):
