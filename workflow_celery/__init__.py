@@ -12,6 +12,7 @@ from .adapters.memory import MemoryStore
 from .adapters.sql import SQLStore
 from .builder import Builder, StepHandle, duration_timer, time_timer
 from .core.answer import Outcome
+from .core.awaiting import RunFinished
 from .core.errors import (
     AwaitTimeout,
     ConfigurationError,
@@ -27,7 +28,7 @@ from .core.errors import (
 from .core.record import HistoryEntry, Meta, Record, TypedRecord
 from .core.run import Run
 from .core.run_state import RunState
-from .core.workflow import RunFinished, Workflow
+from .core.workflow import Workflow
 
 __all__ = [
     "AwaitTimeout",

@@ -29,6 +29,7 @@ from workflow_celery import (
     Workflow,
     WorkflowInProgress,
 )
+from workflow_celery.adapters.sql import migrate
 
 django = pytest.importorskip("django")
 
@@ -108,6 +109,17 @@ def test_migrate_creates_the_tables_and_unapplying_drops_them(django_db: sa.URL)
     assert "workflow_records" not in connection.introspection.table_names()
     call_command("migrate", "workflow_celery", verbosity=0)
     assert "workflow_records" in connection.introspection.table_names()
+
+
+def test_each_django_migration_reaches_its_store_revision_and_the_last_one_the_head(django_db: sa.URL) -> None:
+    # An installation that applied 0001 when 0004 was the head gets 0005 from 0002, and so on.
+    url = django_db.render_as_string(hide_password=False)
+    call_command("migrate", "workflow_celery", "0001", verbosity=0)
+    assert migrate.current(url) == "0004"
+    assert "workflow_schedules" not in connection.introspection.table_names()
+    call_command("migrate", "workflow_celery", verbosity=0)
+    assert migrate.current(url) == migrate.head()
+    assert "workflow_schedules" in connection.introspection.table_names()
 
 
 def test_a_run_triggered_in_an_atomic_block_commits_with_it_and_is_published_after(

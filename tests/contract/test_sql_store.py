@@ -30,7 +30,7 @@ from .conftest import Backend, PostgresServer
 
 def test_migrations_reach_head_and_match_schema_module(sql_backend: Backend) -> None:
     assert sql_backend.url is not None
-    assert migrate.current(sql_backend.url) == migrate.head() == "0004"
+    assert migrate.current(sql_backend.url) == migrate.head() == "0005"
     engine = sa.create_engine(sql_backend.url)
     try:
         with engine.connect() as conn:
@@ -50,6 +50,8 @@ def test_migrations_reach_head_and_match_schema_module(sql_backend: Backend) -> 
         "workflow_hook_errors",
         "workflow_step_slots",
         "workflow_dead_letters",
+        "workflow_schedules",
+        "workflow_schedule_slots",
     }
 
 

@@ -21,13 +21,13 @@ import pytest
 from workflow_celery import MemoryStore
 from workflow_celery.core.ports import RecordStore
 from workflow_celery.testing import contract
-from workflow_celery.testing.contract import RecordStoreContract
+from workflow_celery.testing.contract import RecordStoreContract, ScheduleStoreContract
 from workflow_celery.testing.contract.support import letter
 
 from .conftest import BACKENDS, Backend
 
 
-class TestMemoryStore(RecordStoreContract):
+class TestMemoryStore(RecordStoreContract, ScheduleStoreContract):
     @pytest.fixture
     def store(self) -> MemoryStore:
         store = MemoryStore()
@@ -35,7 +35,7 @@ class TestMemoryStore(RecordStoreContract):
         return store
 
 
-class _SQLStoreContract(RecordStoreContract):
+class _SQLStoreContract(RecordStoreContract, ScheduleStoreContract):
     """A ``SQLStore`` on a fresh database; ``open_store`` opens more stores (pools) on it."""
 
     backend_name: ClassVar[str]

@@ -156,9 +156,9 @@ class InProcessBroker:
         raise RuntimeError(f"drain stopped after {max_messages} messages: a step may loop forever")
 
     def relay(self) -> int:
-        """Ring every due doorbell once (each store once); return how many."""
+        """Fire every due schedule slot, then ring every due doorbell once (each store once); return how many."""
         seen: set[int] = set()
-        total = 0
+        total = sum(wf.fire_schedules_once() for wf in self._workflows.values())
         for wf in self._workflows.values():
             if id(wf.store) in seen:
                 continue

@@ -15,9 +15,10 @@ from ..core.record import HistoryEntry, Record
 from ..core.run_state import RunState
 from ..core.text import MAX_NAME_LENGTH, storable_text
 from .memory_dead_letters import MemoryDeadLetters
+from .memory_schedules import MemorySchedules
 
 
-class MemoryStore(MemoryDeadLetters):
+class MemoryStore(MemoryDeadLetters, MemorySchedules):
     """A thread-safe store with the same semantics as ``SQLStore``."""
 
     def __init__(self) -> None:
@@ -31,7 +32,8 @@ class MemoryStore(MemoryDeadLetters):
         self._slots: dict[tuple[str, int, int], tuple[str, datetime]] = {}
         self._holders: dict[str, str] = {}
         """Doorbell id -> token of the claim on it (kept after expiry until released: an abandoned attempt)."""
-        super().__init__()
+        MemoryDeadLetters.__init__(self)
+        MemorySchedules.__init__(self)
 
     def create_schema(self) -> None:
         return None

@@ -9,6 +9,7 @@ workflow-celery -A examples.orders runs pause RUN_ID --reason "investigating"
 workflow-celery -A examples.orders runs resume|cancel|delete-data RUN_ID
 workflow-celery -A examples.orders queues
 workflow-celery -A examples.orders dead-letters list|show ID|discard ID
+workflow-celery -A examples.orders schedules list|slots FOREIGN_ID|remove FOREIGN_ID
 
 Errors are one line on stderr (exit status 1; 2 for usage errors);
 --traceback, or WORKFLOW_CELERY_TRACEBACK=1, shows the full trace instead.
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 
 from celery import Celery
 
-from . import db, dead_letters, hooks, runs
+from . import db, dead_letters, hooks, runs, schedules
 from .common import APP_ENV, TRACEBACK_ENV, URL_ENV, CliError, Parser, describe, find_workflows
 
 __all__ = ["APP_ENV", "TRACEBACK_ENV", "URL_ENV", "CliError", "describe", "find_workflows", "main", "parser"]
@@ -63,6 +64,7 @@ def parser(prog: str = "workflow-celery", *, loaded_by: str | None = None) -> ar
     runs.add_commands(sub)
     dead_letters.add_commands(sub)
     hooks.add_commands(sub)
+    schedules.add_commands(sub)
     return p
 
 

@@ -75,7 +75,7 @@ class AsyncCalls(Generic[T, S]):
         answer: the coroutine raises ``AwaitTimeout`` on time, and the look
         ends in its thread when the database answers.
         """
-        from .workflow import AWAIT_MAX_POLL, AWAIT_MIN_POLL
+        from .awaiting import AWAIT_MAX_POLL, AWAIT_MIN_POLL
 
         deadline = self._await_deadline(run_id, status, timeout)
         poll = AWAIT_MIN_POLL

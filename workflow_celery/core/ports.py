@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 from .dead_letters import DeadLetter
 from .record import HistoryEntry, Record
 from .run_state import RunState
+from .schedules import KEPT_SLOTS, ScheduleStore
 from .stored import (
     MAX_ERROR_TEXT,
     Claim,
@@ -26,6 +27,7 @@ from .stored import (
 )
 
 __all__ = [
+    "KEPT_SLOTS",
     "MAX_ERROR_TEXT",
     "Claim",
     "Claims",
@@ -43,6 +45,7 @@ __all__ = [
     "OutboxMessage",
     "RecordStore",
     "RunStore",
+    "ScheduleStore",
     "Slots",
     "StepErrors",
     "SystemClock",

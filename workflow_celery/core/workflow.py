@@ -7,7 +7,6 @@ import enum
 import json
 import logging
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -16,12 +15,12 @@ from typing import Any, Literal, TypeVar
 from . import relay
 from .answer import Answer, Outcome
 from .async_calls import AsyncCalls
+from .awaiting import AwaitCalls
 from .codec import ObjectCodec
 from .definition import Definition
 from .doorbell import ACTIVE, Planner
 from .engine import Engine
 from .errors import (
-    AwaitTimeout,
     ConfigurationError,
     RecordNotFound,
     SerializationError,
@@ -32,8 +31,10 @@ from .hooks import HookRunner
 from .options import WorkflowOptions
 from .ports import Clock, Dispatcher, HookErrors, NoMetrics, RecordStore, StepErrors
 from .record import HistoryEntry, Meta, Record, TypedRecord
-from .run import Run, call_user
+from .run import call_user
 from .run_state import RunState
+from .schedule_calls import ScheduleCalls
+from .scheduler import Scheduler
 from .text import check_foreign_id
 from .transition import Transitions
 from .typed import Typed
@@ -44,28 +45,23 @@ S = TypeVar("S", bound=enum.IntEnum)
 
 log = logging.getLogger(__name__)
 
-AWAIT_MIN_POLL = 0.01
-AWAIT_MAX_POLL = 0.25
 CAS_ATTEMPTS = 5
-
-
-class RunFinished(WorkflowError):
-    """the run finished without reaching the awaited status"""
 
 
 Handler = Callable[[Any], Answer]
 """What a worker does with the keyword arguments of one message from a queue."""
 
 
-class Workflow(AsyncCalls[T, S]):
+class Workflow(AwaitCalls[T, S], AsyncCalls[T, S], ScheduleCalls[T]):
     """A built workflow bound to a store and a dispatcher.
 
     Safe to share between threads; cheap to call from web views. It puts
     together the parts each concept lives in: ``codec`` and ``typed`` (the
     object and the typed views of a record), ``planner`` (what a write rings),
     ``transitions`` (writing the next version), ``failures`` (counting,
-    retrying, pausing), ``engine`` (answering doorbells) and ``hooks``.
-    Async callers use the ``a…`` calls of ``AsyncCalls``.
+    retrying, pausing), ``engine`` (answering doorbells), ``hooks`` and
+    ``scheduler``. Async callers use the ``a…`` calls of ``AsyncCalls``;
+    schedules are ``ScheduleCalls``.
     """
 
     def __init__(
@@ -93,6 +89,9 @@ class Workflow(AsyncCalls[T, S]):
         )
         metrics = options.metrics if options.metrics is not None else NoMetrics()
         self.hooks: HookRunner[T, S] = HookRunner(definition, store, clock, options, self.typed, metrics)
+        self.scheduler: Scheduler[T] = Scheduler(
+            definition.name, store, store, clock, self.codec, self._scheduled_trigger, options.err_backoff
+        )
         self.engine.check_deletable()
         starting = definition.graph.starting_nodes()
         self.default_start: S = definition.status(starting[0])
@@ -131,7 +130,12 @@ class Workflow(AsyncCalls[T, S]):
         """
         return self._trigger(foreign_id, initial_value, start_at, _caller())
 
-    def _trigger(self, foreign_id: str, initial_value: T | None, start_at: S | None, origin: str) -> str:
+    def _scheduled_trigger(self, foreign_id: str, initial_value: T | None, run_id: str) -> str:
+        return self._trigger(foreign_id, initial_value, None, f"schedule of {foreign_id}", run_id)
+
+    def _trigger(
+        self, foreign_id: str, initial_value: T | None, start_at: S | None, origin: str, run_id: str | None = None
+    ) -> str:
         check_foreign_id(foreign_id, workflow=self.name)
         start = self.default_start if start_at is None else start_at
         if not isinstance(start, int) or int(start) not in self.definition.graph:
@@ -142,7 +146,7 @@ class Workflow(AsyncCalls[T, S]):
                 foreign_id=foreign_id,
             )
         obj = self.codec.default() if initial_value is None else initial_value
-        run_id = str(uuid.uuid4())
+        run_id = run_id or str(uuid.uuid4())
         encoded = self.codec.encode(obj, run_id=run_id, foreign_id=foreign_id)
         now = self.clock.now()
         terminal = self.definition.graph.is_terminal(int(start))
@@ -209,63 +213,6 @@ class Workflow(AsyncCalls[T, S]):
     def errors(self, run_id: str) -> builtins.list[StepErrors]:
         """The run's error counters (one per status that is failing)."""
         return self.store.errors(run_id)
-
-    def await_status(self, foreign_id: str, run_id: str, status: S, *, timeout: float | None = None) -> Run[T, S]:
-        """Wait until the run is at, or has passed through, ``status``.
-
-        Returns the run as it was when it reached ``status``. Raises
-        ``AwaitTimeout`` after ``timeout`` seconds, ``RecordNotFound`` for an
-        unknown run and ``RunFinished`` if the run ended without reaching it.
-        ``timeout`` is checked between looks at the database: a look that
-        hangs (a lock, a server that does not answer) holds the call until the
-        database or its driver gives up; ``await_status_async`` cuts it short.
-        """
-        deadline = self._await_deadline(run_id, status, timeout)
-        poll = AWAIT_MIN_POLL
-        while True:
-            found, sleep = self._await_poll(foreign_id, run_id, status, timeout, deadline, poll)
-            if found is not None:
-                return found
-            time.sleep(sleep)
-            poll = min(poll * 1.5, AWAIT_MAX_POLL)
-
-    def _await_deadline(self, run_id: str, status: S, timeout: float | None) -> float | None:
-        if int(status) not in self.definition.graph:
-            raise ConfigurationError(f"status {status!r} is not part of the graph", workflow=self.name, run_id=run_id)
-        return None if timeout is None else time.monotonic() + timeout
-
-    def _await_poll(
-        self, foreign_id: str, run_id: str, status: S, timeout: float | None, deadline: float | None, poll: float
-    ) -> tuple[Run[T, S] | None, float]:
-        """One look for ``await_status``: (the run, 0) once at ``status``, else (None, seconds to wait)."""
-        record = self._own(self.store.lookup(run_id))
-        if record.foreign_id != foreign_id:
-            raise RecordNotFound(
-                f"run belongs to foreign id {record.foreign_id!r}",
-                workflow=self.name,
-                run_id=run_id,
-                foreign_id=foreign_id,
-            )
-        for entry in self.store.history(run_id):
-            if entry.status == int(status):
-                return self.typed.run(record, entry), 0.0
-        if record.run_state.finished:
-            raise RunFinished(
-                f"the run finished ({record.run_state.name}) at "
-                f"{self.definition.status_name(record.status)} without reaching {status.name}",
-                workflow=self.name,
-                foreign_id=foreign_id,
-                run_id=run_id,
-            )
-        if deadline is not None and time.monotonic() >= deadline:
-            raise AwaitTimeout(
-                f"run did not reach {status.name} within {timeout}s "
-                f"(it is at {self.definition.status_name(record.status)}, {record.run_state.name})",
-                workflow=self.name,
-                foreign_id=foreign_id,
-                run_id=run_id,
-            )
-        return None, poll if deadline is None else min(poll, max(deadline - time.monotonic(), 0.0))
 
     # -- callbacks ---------------------------------------------------------
 

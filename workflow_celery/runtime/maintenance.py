@@ -1,8 +1,10 @@
-"""The background work every worker process does: the outbox relay and the reconciler.
+"""The background work every worker process does: schedules, the outbox relay and the reconciler.
 
-Both are safe to run in every worker at once: claiming doorbells takes row
-locks (``SKIP LOCKED``) and re-inserting a doorbell is idempotent (its id is
-the run id and version), so running them everywhere only adds redundancy.
+All are safe to run in every worker at once: claiming doorbells takes row
+locks (``SKIP LOCKED``), re-inserting a doorbell is idempotent (its id is
+the run id and version), and a due schedule is leased to one worker and its
+slot's run id is the same in all of them, so running them everywhere only
+adds redundancy.
 """
 
 from __future__ import annotations
@@ -69,8 +71,16 @@ class Maintenance:
         self._failed_rounds = 0
 
     def tick(self) -> int:
-        """One round: publish due doorbells, and now and then look for stranded runs."""
+        """One round: fire due schedule slots, publish due doorbells, and now and then look for stranded runs."""
         done = 0
+        for wf in self.workflows:
+            what = f"schedules of workflow {wf.name}"
+            try:
+                done += wf.fire_schedules_once()
+            except Exception as exc:
+                self._complaints.failed(what, exc)
+                continue
+            self._complaints.succeeded(what)
         for wf in self._relays:
             what = f"outbox relay of {wf.store!r}"
             try:

@@ -225,6 +225,16 @@ class Connections:
                 raise
             conn.commit()
 
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A transaction of the store's own for several statements: committed at the end, rolled back on error."""
+        if not self.postgresql:
+            with self.write() as conn:
+                yield conn
+            return
+        with self.schema_checked(), self.guard(), self.engine.begin() as conn, _lost_mid_statement():
+            yield conn
+
     def single_write(self) -> AbstractContextManager[Connection]:
         """A connection for one write statement: autocommit on PostgreSQL, a write transaction on SQLite."""
         return self.statement() if self.postgresql else self.write()

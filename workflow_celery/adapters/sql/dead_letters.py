@@ -6,8 +6,8 @@ the bytes a worker received, whatever they are.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Delete, Select, bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -15,7 +15,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql.dml import Insert
 
 from ...core.dead_letters import DeadLetter
+from .connections import Connections
 from .schema import dead_letters, to_utc
+
+if TYPE_CHECKING:
+    from .writes import DialectWrites
 
 PG_INSERT: Insert = pg_insert(dead_letters).on_conflict_do_nothing(index_elements=[dead_letters.c.id])
 SQLITE_INSERT: Insert = sqlite_insert(dead_letters).on_conflict_do_nothing(index_elements=[dead_letters.c.id])
@@ -72,3 +76,34 @@ def from_row(row: Mapping[Any, Any]) -> DeadLetter:
         headers=row["headers"],
         worker=row["worker"],
     )
+
+
+class SQLDeadLetters:
+    """The ``DeadLetterBox`` role of ``SQLStore`` (which provides ``_c`` and ``_writes``)."""
+
+    _c: Connections
+    _writes: DialectWrites
+
+    def add_dead_letter(self, letter: DeadLetter) -> None:
+        """Keep a message no task could be given (a letter whose id is stored already is ignored)."""
+        self._writes.add_dead_letter(letter)
+
+    def dead_letters(
+        self, *, queue: str | None = None, id_prefix: str | None = None, limit: int = 25, offset: int = 0
+    ) -> list[DeadLetter]:
+        """Dead letters matching every given filter, newest first, one page of them."""
+        with self._c.statement() as conn:
+            rows = conn.execute(page(queue, id_prefix, limit, offset)).all()
+        return [from_row(row._mapping) for row in rows]
+
+    def count_dead_letters(self, *, queue: str | None = None, id_prefix: str | None = None) -> int:
+        """How many dead letters match every given filter."""
+        with self._c.statement() as conn:
+            return int(conn.execute(count(queue, id_prefix)).scalar_one())
+
+    def discard_dead_letters(self, ids: Sequence[str]) -> int:
+        """Delete these dead letters; return how many of them there were."""
+        if not ids:
+            return 0
+        with self._c.single_write() as conn:
+            return int(conn.execute(DISCARD, {"b_ids": sorted(set(ids))}).rowcount)

@@ -199,4 +199,40 @@ dead_letters = Table(
 
 Index("ix_workflow_dead_letters_received_at", dead_letters.c.received_at)
 
-ALL_TABLES = (records, history, outbox, step_errors, hook_errors, step_slots, dead_letters)
+schedules = Table(
+    "workflow_schedules",
+    metadata,
+    Column("workflow_name", Text, nullable=False),
+    Column("foreign_id", Text, nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("time_zone", Text, nullable=False),
+    Column("catch_up", String(16), nullable=False),
+    Column("initial_value", Text, nullable=True),
+    Column("filter", Text, nullable=False, server_default=""),
+    Column("next_slot", UTCDateTime, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("leased_until", UTCDateTime, nullable=True),
+    Column("last_slot", UTCDateTime, nullable=True),
+    Column("last_outcome", String(16), nullable=False, server_default=""),
+    Column("last_run_id", String(RUN_ID_LENGTH), nullable=False, server_default=""),
+    PrimaryKeyConstraint("workflow_name", "foreign_id", name="pk_workflow_schedules"),
+)
+
+Index("ix_workflow_schedules_next_slot", schedules.c.workflow_name, schedules.c.next_slot)
+
+schedule_slots = Table(
+    "workflow_schedule_slots",
+    metadata,
+    Column("workflow_name", Text, nullable=False),
+    Column("foreign_id", Text, nullable=False),
+    Column("slot_at", UTCDateTime, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("run_id", String(RUN_ID_LENGTH), nullable=False, server_default=""),
+    Column("detail", Text, nullable=False, server_default=""),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("workflow_name", "foreign_id", "slot_at", name="pk_workflow_schedule_slots"),
+)
+
+ALL_TABLES = (records, history, outbox, step_errors, hook_errors, step_slots, dead_letters, schedules, schedule_slots)

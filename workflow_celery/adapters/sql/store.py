@@ -19,19 +19,19 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ...core.dead_letters import DeadLetter
 from ...core.errors import ConfigurationError, RecordNotFound, WorkflowInProgress
-from ...core.ports import Claim, ErrorInfo, HookErrors, Order, OutboxMessage, StepErrors
+from ...core.ports import Claim, Order, OutboxMessage
 from ...core.record import HistoryEntry, Record
 from ...core.run_state import RunState
-from ...core.text import MAX_NAME_LENGTH, storable_text
-from . import dead_letters as dead_letter_sql
 from . import migrate, queries
 from .connections import Connections
+from .dead_letters import SQLDeadLetters
 from .engine import make_engine
+from .error_log import SQLErrorLog
 from .joined import identity, joining
 from .postgres import PostgresWrites
-from .rows import error_info, error_params, history_entry, to_message, to_record, violated_constraint
+from .rows import history_entry, to_message, to_record, violated_constraint
+from .schedules import SQLSchedules
 from .schema import IN_PROGRESS_INDEX, RECORDS_PK, outbox, records, to_utc
 from .sqlite import SQLiteWrites
 from .writes import DialectWrites
@@ -39,11 +39,11 @@ from .writes import DialectWrites
 __all__ = ["SQLStore", "make_engine"]
 
 
-class SQLStore:
+class SQLStore(SQLErrorLog, SQLDeadLetters, SQLSchedules):
     """The record store on PostgreSQL (psycopg 3) or SQLite, semantically identical to ``MemoryStore``.
 
     It plays every role of the core's store ports (``RunStore``, ``Outbox``,
-    ``Claims``, ``Slots``, ``ErrorLog``, ``DeadLetterBox``). Connections are
+    ``Claims``, ``Slots``, ``ErrorLog``, ``DeadLetterBox``) and ``ScheduleStore``. Connections are
     opened lazily and are safe across ``fork``: a process never uses one its
     parent opened (Celery's prefork pool forks after the parent may have
     connected).
@@ -346,89 +346,3 @@ class SQLStore:
         """Free ``holder``'s slot."""
         with self._c.single_write() as conn:
             conn.execute(queries.RELEASE_SLOT, {"b_holder": holder})
-
-    # ------------------------------------------------------------------ errors
-
-    def record_failure(
-        self,
-        message_id: str,
-        token: str,
-        run_id: str,
-        status: int,
-        error: ErrorInfo,
-        *,
-        due_at: datetime | None,
-        retries: int,
-    ) -> int | None:
-        """Count a failed attempt while ``token`` holds the doorbell; see ``ErrorLog.record_failure``.
-
-        Releases the claim and counts the failure in one transaction; None when the claim is not held.
-        """
-        params: dict[str, Any] = {"run_id": run_id, "status": int(status), **error_params(error)}
-        return self._writes.count_failure(False, params, message_id, token, due_at, retries)
-
-    def record_error(self, run_id: str, status: int, error: ErrorInfo) -> int:
-        """Count a failed attempt at ``status`` that had no doorbell; return the new count."""
-        return self._writes.record_error({"run_id": run_id, "status": int(status), **error_params(error)})
-
-    def errors(self, run_id: str) -> list[StepErrors]:
-        """The run's error counters, by status."""
-        with self._c.statement() as conn:
-            rows = conn.execute(queries.ERRORS, {"b_run_id": run_id}).all()
-        return [
-            StepErrors(
-                run_id=row.run_id,
-                status=row.status,
-                count=row._mapping["count"],  # ``Row.count`` is the tuple method
-                last_error=error_info(row),
-            )
-            for row in rows
-        ]
-
-    def record_hook_failure(
-        self, message_id: str, token: str, hook: str, error: ErrorInfo, *, due_at: datetime, retries: int
-    ) -> int | None:
-        """Count a failed hook execution while ``token`` holds its doorbell, and ring it again at ``due_at``."""
-        params: dict[str, Any] = {"hook": storable_text(hook, limit=MAX_NAME_LENGTH), **error_params(error)}
-        return self._writes.count_failure(True, params, message_id, token, due_at, retries)
-
-    def hook_errors(self, run_id: str) -> list[HookErrors]:
-        """Failure counters of the run's hook executions, by message id."""
-        with self._c.statement() as conn:
-            rows = conn.execute(queries.HOOK_ERRORS, {"b_run_id": run_id}).all()
-        return [
-            HookErrors(
-                message_id=row.message_id,
-                run_id=row.run_id,
-                hook=row.hook,
-                count=row._mapping["count"],
-                last_error=error_info(row),
-            )
-            for row in rows
-        ]
-
-    # ------------------------------------------------------------------ dead letters
-
-    def add_dead_letter(self, letter: DeadLetter) -> None:
-        """Keep a message no task could be given (a letter whose id is stored already is ignored)."""
-        self._writes.add_dead_letter(letter)
-
-    def dead_letters(
-        self, *, queue: str | None = None, id_prefix: str | None = None, limit: int = 25, offset: int = 0
-    ) -> list[DeadLetter]:
-        """Dead letters matching every given filter, newest first, one page of them."""
-        with self._c.statement() as conn:
-            rows = conn.execute(dead_letter_sql.page(queue, id_prefix, limit, offset)).all()
-        return [dead_letter_sql.from_row(row._mapping) for row in rows]
-
-    def count_dead_letters(self, *, queue: str | None = None, id_prefix: str | None = None) -> int:
-        """How many dead letters match every given filter."""
-        with self._c.statement() as conn:
-            return int(conn.execute(dead_letter_sql.count(queue, id_prefix)).scalar_one())
-
-    def discard_dead_letters(self, ids: Sequence[str]) -> int:
-        """Delete these dead letters; return how many of them there were."""
-        if not ids:
-            return 0
-        with self._c.single_write() as conn:
-            return int(conn.execute(dead_letter_sql.DISCARD, {"b_ids": sorted(set(ids))}).rowcount)

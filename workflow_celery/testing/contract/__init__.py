@@ -24,7 +24,8 @@ per store in a test module (its name must start with ``Test``) and override the
 ``RecordStoreContract`` is every role at once; ``RunStoreContract``,
 ``OutboxContract``, ``ClaimsContract``, ``SlotsContract``, ``ErrorLogContract``
 and ``DeadLetterBoxContract`` test one role of ``workflow_celery.core.ports``
-each. The concurrency tests use ``store`` from many threads; override the
+each; ``ScheduleStoreContract`` tests ``ScheduleStore``, the role a store
+takes on to keep ``wf.schedule``'s schedules. The concurrency tests use ``store`` from many threads; override the
 ``open_store`` fixture (it returns a function opening another store on the same
 data, with connections of its own) to have them use several stores at once.
 
@@ -41,7 +42,17 @@ import pytest
 pytest.register_assert_rewrite(
     *(
         f"{__name__}.{module}"
-        for module in ("claims", "dead_letters", "errors", "outbox", "run_listing", "runs", "slots", "support")
+        for module in (
+            "claims",
+            "dead_letters",
+            "errors",
+            "outbox",
+            "run_listing",
+            "runs",
+            "schedules",
+            "slots",
+            "support",
+        )
     )
 )
 
@@ -51,6 +62,7 @@ from .errors import ErrorLogContract  # noqa: E402
 from .outbox import OutboxContract  # noqa: E402
 from .run_listing import RunListingContract  # noqa: E402
 from .runs import RunStoreContract  # noqa: E402
+from .schedules import ScheduleStoreContract  # noqa: E402
 from .slots import SlotsContract  # noqa: E402
 from .support import StoreContract  # noqa: E402
 
@@ -62,6 +74,7 @@ __all__ = [
     "RecordStoreContract",
     "RunListingContract",
     "RunStoreContract",
+    "ScheduleStoreContract",
     "SlotsContract",
     "StoreContract",
 ]

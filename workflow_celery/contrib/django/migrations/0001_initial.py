@@ -1,32 +1,16 @@
-"""The workflow tables: the store's own migrations, run in the transaction of ``manage.py migrate``."""
+"""The workflow tables: the store's own migrations, run in the transaction of ``manage.py migrate``.
+
+Each Django migration takes the store's schema to a fixed revision, so an
+installation that applied this one before later revisions existed gets them
+from the later Django migrations.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import migrations, models
 
-from ....adapters.sql import migrate
-from ..borrowed import borrowed, lending_engine
 from ..models import RUN_STATE_CHOICES
-from ..settings import database_alias
-
-
-def _ours(schema_editor: Any) -> bool:
-    connection = schema_editor.connection
-    return bool(connection.alias == database_alias() and connection.vendor == "postgresql")
-
-
-def create_tables(_apps: Any, schema_editor: Any) -> None:
-    if _ours(schema_editor):
-        with borrowed(lending_engine(), schema_editor.connection) as conn:
-            migrate.upgrade_in(conn)
-
-
-def drop_tables(_apps: Any, schema_editor: Any) -> None:
-    if _ours(schema_editor):
-        with borrowed(lending_engine(), schema_editor.connection) as conn:
-            migrate.downgrade_in(conn)
+from ..schema import store_revision
 
 
 class Migration(migrations.Migration):
@@ -34,7 +18,7 @@ class Migration(migrations.Migration):
     dependencies: list[tuple[str, str]] = []
 
     operations = [
-        migrations.RunPython(create_tables, drop_tables),
+        store_revision("0004", "base"),
         migrations.CreateModel(
             name="Run",
             fields=[

@@ -1,0 +1,281 @@
+"""Defining schedules and firing their due slots: ``wf.schedule`` and the workers' maintenance round.
+
+Exactly one run per slot, however many workers look: a due schedule is
+leased to one worker at a time (``take_due_schedules``), and, should two ever
+fire one slot (a lease outlived by a slow filter, a crash after the trigger
+and before the outcome was kept), both insert the run with the same id
+(``slot_run_id``) and the database keeps one. The schedule moves to its next
+slot only once the outcome is kept; a slot whose filter or trigger failed is
+tried again. Unlike the original (luno/workflow's ``Schedule``), a schedule
+is a row in the database, not a loop in the calling process, and a failed
+trigger does not skip its slot.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import logging
+import sys
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from .codec import ObjectCodec
+from .errors import ConfigurationError, RecordNotFound, WorkflowInProgress
+from .ports import Clock, RunStore, ScheduleStore
+from .schedules import (
+    GRACE,
+    CatchUp,
+    Schedule,
+    ScheduleSlot,
+    SlotOutcome,
+    Spec,
+    check_catch_up,
+    parse_spec,
+    slot_run_id,
+)
+from .text import check_foreign_id
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=60)
+"""How long a worker holds a due schedule while it fires the slot; another takes over after it."""
+MIN_FAILED_SLOT_RETRY = timedelta(seconds=5)
+
+SlotFilter = Callable[[str, datetime], bool]
+"""``filter(foreign_id, slot) -> bool``: False skips the slot. ``slot`` is aware, in the schedule's time zone."""
+
+Trigger = Callable[[str, Any, str], str]
+"""``trigger(foreign_id, initial_value, run_id) -> run_id``."""
+
+
+class Scheduler(Generic[T]):
+    """The schedules of one workflow: defined by callers, fired by workers."""
+
+    def __init__(
+        self,
+        workflow_name: str,
+        store: object,
+        runs: RunStore,
+        clock: Clock,
+        codec: ObjectCodec[T],
+        trigger: Trigger,
+        retry_after: timedelta,
+    ) -> None:
+        self.workflow_name = workflow_name
+        self._store = store if isinstance(store, ScheduleStore) else None
+        self._runs = runs
+        self._clock = clock
+        self._codec = codec
+        self._trigger = trigger
+        self._retry_after = max(retry_after, MIN_FAILED_SLOT_RETRY)
+
+    @property
+    def store(self) -> ScheduleStore:
+        if self._store is None:
+            raise ConfigurationError(
+                "this workflow's store keeps no schedules (it does not implement ScheduleStore)",
+                workflow=self.workflow_name,
+            )
+        return self._store
+
+    def schedule(
+        self,
+        foreign_id: str,
+        spec: str,
+        *,
+        initial_value: T | None,
+        time_zone: str,
+        catch_up: CatchUp,
+        filter: SlotFilter | None,
+    ) -> Schedule:
+        check_foreign_id(foreign_id, workflow=self.workflow_name)
+        parsed = parse_spec(spec, time_zone)
+        check_catch_up(catch_up)
+        now = self._clock.now()
+        encoded = None if initial_value is None else self._codec.encode(initial_value, foreign_id=foreign_id)
+        return self.store.put_schedule(
+            Schedule(
+                workflow_name=self.workflow_name,
+                foreign_id=foreign_id,
+                spec=parsed.text,
+                time_zone=parsed.time_zone,
+                catch_up=catch_up,
+                initial_value=encoded,
+                filter="" if filter is None else filter_ref(filter),
+                next_slot=parsed.next_after(now),
+                revision=1,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+    def unschedule(self, foreign_id: str) -> bool:
+        return self.store.remove_schedule(self.workflow_name, foreign_id)
+
+    def schedules(self) -> builtins.list[Schedule]:
+        return self.store.schedules(self.workflow_name)
+
+    def slots(self, foreign_id: str, limit: int) -> builtins.list[ScheduleSlot]:
+        return self.store.schedule_slots(self.workflow_name, foreign_id, limit=limit)
+
+    def fire_due(self, now: datetime, *, limit: int = 100) -> int:
+        """Fire the slots due at ``now`` of schedules no other worker holds; return how many slots were handled."""
+        if self._store is None:
+            return 0
+        due = self._store.take_due_schedules(self.workflow_name, now, now + LEASE, limit)
+        for schedule in due:
+            self._fire(self._store, schedule, now)
+        return len(due)
+
+    def _fire(self, store: ScheduleStore, schedule: Schedule, now: datetime) -> None:
+        spec = parse_spec(schedule.spec, schedule.time_zone)
+        to_fire = spec.due(schedule.next_slot, now)
+        if schedule.next_slot <= now - GRACE:
+            missed, passed = spec.latest_due(schedule.next_slot, now - GRACE)
+            recent = spec.due(spec.next_after(missed), now)
+            if schedule.catch_up == "latest" and not recent:
+                late = f"; {passed} earlier slot(s) missed" if passed else ""
+                self._fire_slot(store, schedule, spec, missed, now, f"fired {_ago(missed, now)} late{late}")
+                return
+            detail = f"{passed + 1} slot(s) missed (no worker ran), up to this one"
+            log.warning("schedule %s of workflow %s: %s", schedule.foreign_id, self.workflow_name, detail)
+            self._keep(store, schedule, spec, missed, SlotOutcome.MISSED, "", detail, now)
+            to_fire = recent
+        for slot in to_fire:
+            if not self._fire_slot(store, schedule, spec, slot, now, ""):
+                return
+
+    def _fire_slot(
+        self, store: ScheduleStore, schedule: Schedule, spec: Spec, slot: datetime, now: datetime, note: str
+    ) -> bool:
+        """Fire one slot and keep its outcome; False when it failed (it is tried again after ``retry_after``)."""
+        try:
+            outcome, run_id, detail = self._start(schedule, spec, slot)
+        except Exception as exc:
+            text = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "schedule %s of workflow %s: slot %s failed, trying again in %ss: %s",
+                schedule.foreign_id, self.workflow_name, slot.isoformat(), self._retry_after.total_seconds(), text,
+                exc_info=exc,
+            )  # fmt: skip
+            failed = ScheduleSlot(self.workflow_name, schedule.foreign_id, slot, SlotOutcome.FAILED, "", text, now)
+            store.record_slot(failed, schedule.revision, None, now + self._retry_after)
+            return False
+        self._keep(store, schedule, spec, slot, outcome, run_id, "; ".join(d for d in (detail, note) if d), now)
+        return True
+
+    def _start(self, schedule: Schedule, spec: Spec, slot: datetime) -> tuple[SlotOutcome, str, str]:
+        if schedule.filter and not resolve_filter(schedule.filter)(schedule.foreign_id, spec.local(slot)):
+            return SlotOutcome.FILTERED, "", f"{schedule.filter} said no"
+        run_id = slot_run_id(self.workflow_name, schedule.foreign_id, slot)
+        initial = None if schedule.initial_value is None else self._codec.decode(schedule.initial_value)
+        try:
+            self._trigger(schedule.foreign_id, initial, run_id)
+        except WorkflowInProgress as exc:
+            other = getattr(exc, "run_id", None)
+            if other == run_id or self._exists(run_id):
+                return SlotOutcome.TRIGGERED, run_id, "started by another worker"
+            return SlotOutcome.SKIPPED, other or "", f"run {other or '(finished since)'} was still in progress"
+        except ValueError:
+            if not self._exists(run_id):
+                raise
+            return SlotOutcome.TRIGGERED, run_id, "started by another worker"
+        return SlotOutcome.TRIGGERED, run_id, ""
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            self._runs.lookup(run_id)
+        except RecordNotFound:
+            return False
+        return True
+
+    def _keep(
+        self,
+        store: ScheduleStore,
+        schedule: Schedule,
+        spec: Spec,
+        slot: datetime,
+        outcome: SlotOutcome,
+        run_id: str,
+        detail: str,
+        now: datetime,
+    ) -> None:
+        if outcome is not SlotOutcome.TRIGGERED:
+            log.info(
+                "schedule %s of workflow %s: slot %s %s: %s",
+                schedule.foreign_id, self.workflow_name, slot.isoformat(), outcome, detail,
+            )  # fmt: skip
+        kept = ScheduleSlot(self.workflow_name, schedule.foreign_id, slot, outcome, run_id, detail, now)
+        store.record_slot(kept, schedule.revision, spec.next_after(slot))
+
+
+def _ago(slot: datetime, now: datetime) -> str:
+    seconds = int((now - slot).total_seconds())
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02}s"
+
+
+def filter_ref(fn: SlotFilter) -> str:
+    """``module:qualname`` of a module-level function, checked to import back to ``fn``.
+
+    A schedule outlives the process that defined it, so its filter is kept
+    by name, as Celery keeps tasks. A function of a module run with
+    ``python -m`` is named by the module's import name. Raises
+    ``ConfigurationError`` for a lambda, a nested function, a function of a
+    script run as ``python file.py``, or anything else a worker could not
+    import.
+    """
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if not callable(fn) or not module or not qualname or "<" in qualname:
+        raise ConfigurationError(f"a schedule's filter must be a module-level function a worker can import, got {fn!r}")
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is None or not spec.name:
+            raise ConfigurationError(
+                f"a schedule's filter must be a function a worker can import: {qualname} belongs to a script "
+                "run as `python file.py`; move it into a module (or run the script with `python -m`)"
+            )
+        module = spec.name
+    ref = f"{module}:{qualname}"
+    try:
+        found = resolve_filter(ref)
+    except ConfigurationError:
+        found = None
+    if not _same_function(found, fn):
+        raise ConfigurationError(
+            f"a schedule's filter must be a module-level function a worker can import: {ref} does not import "
+            "back to it (a function replaced by a decorator cannot be found by name)"
+        )
+    return ref
+
+
+def _same_function(found: object, fn: object) -> bool:
+    # Under `python -m`, importing the module by its name makes a second copy of it: same source, other objects.
+    if found is fn:
+        return True
+    code, theirs = getattr(found, "__code__", None), getattr(fn, "__code__", None)
+    return (
+        code is not None
+        and theirs is not None
+        and getattr(found, "__qualname__", None) == getattr(fn, "__qualname__", None)
+        and (code.co_filename, code.co_firstlineno) == (theirs.co_filename, theirs.co_firstlineno)
+    )
+
+
+def resolve_filter(ref: str) -> SlotFilter:
+    """The function ``module:qualname`` names. Raises ``ConfigurationError`` if it cannot be imported."""
+    module_name, _, qualname = ref.partition(":")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"schedule filter {ref} cannot be imported: {exc}") from exc
+    if not callable(found):
+        raise ConfigurationError(f"schedule filter {ref} is not callable")
+    result: SlotFilter = found
+    return result
