@@ -138,3 +138,31 @@ def test_several_callbacks_are_tried_in_order_until_one_moves_the_run() -> None:
     wf.callback("m", Signup.EMAIL_SENT, b"x")
     assert seen == ["first", "second"]
     assert wf.lookup(run_id).status == Signup.EXPIRED
+
+
+def test_each_callback_says_in_the_log_whether_it_was_applied_or_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    broker, store = InProcessBroker(), MemoryStore()
+    wf = signup().build(broker, store)
+    run_id = wf.trigger("c@example.com")
+    caplog.set_level("INFO", logger="workflow_celery.core.workflow")
+
+    def said() -> str:
+        line = caplog.records[-1].getMessage()
+        caplog.clear()
+        return line
+
+    prefix = f"callback at EMAIL_SENT for run {run_id} of workflow signup"
+    wf.callback("c@example.com", Signup.EMAIL_SENT, {"token": "t-123"})
+    assert said() == f"{prefix} ignored: the run is at STARTED"
+    broker.drain()
+    wf.callback("c@example.com", Signup.EMAIL_SENT, {"token": "nope"})
+    assert said() == f"{prefix} applied: every callback skipped, the run stays where it is"
+    wf.pause(run_id)
+    wf.callback("c@example.com", Signup.EMAIL_SENT, {"token": "t-123"})
+    assert said() == f"{prefix} ignored: the run is PAUSED"
+    wf.resume(run_id)
+    wf.callback("c@example.com", Signup.EMAIL_SENT, {"token": "t-123"})
+    assert said() == f"{prefix} applied (completed)"
+    wf.callback("c@example.com", Signup.EMAIL_SENT, {"token": "t-123"})  # the same webhook again
+    assert said() == f"{prefix} ignored: the run is at CONFIRMED"
+    assert wf.lookup(run_id).meta.version == 5

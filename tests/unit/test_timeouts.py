@@ -20,7 +20,7 @@ from workflow_celery import (
     time_timer,
 )
 from workflow_celery.core.answer import Outcome
-from workflow_celery.testing import FakeClock, await_timeout_insert, require, trigger_callback_on
+from workflow_celery.testing import FakeClock, await_timeout_insert, in_process, require, trigger_callback_on
 
 
 class Otp(enum.IntEnum):
@@ -90,6 +90,32 @@ def test_leaving_the_status_cancels_the_timeout() -> None:
     assert store.outbox(run_id) == []
     clock.advance(timedelta(hours=2))
     assert broker.relay() == 0
+
+
+REMINDERS: list[datetime] = []
+
+
+def remind(run: Run[Code, Otp], now: datetime) -> Otp:
+    REMINDERS.append(now)
+    return run.skip()  # a reminder is sent; the run stays where it is
+
+
+def test_several_timeouts_on_one_status_each_fire_once() -> None:
+    clock = FakeClock()
+    b = otp(duration_timer(timedelta(hours=2)))
+    b.add_timeout(Otp.WAITING, duration_timer(timedelta(minutes=30)), remind, Otp.EXPIRED)
+    wf, broker = in_process(b, clock=clock)
+    REMINDERS.clear()
+    run_id = wf.trigger("user-4")
+    broker.run_until_idle()
+    for _ in range(16):  # four hours, a look every 15 minutes
+        clock.advance(timedelta(minutes=15))
+        broker.run_until_idle()
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    assert [start + timedelta(minutes=30)] == REMINDERS
+    rec = wf.lookup(run_id)
+    assert rec.status == Otp.EXPIRED and rec.object.expired_at == (start + timedelta(hours=2)).isoformat()
+    assert [h.status for h in wf.history(run_id)] == [Otp.SENT, Otp.WAITING, Otp.EXPIRED]
 
 
 def test_time_timer_and_a_timer_returning_none() -> None:

@@ -209,7 +209,11 @@ class Engine(Generic[T, S]):
             outcome = self._run_timeout(attempt)
         else:
             outcome = self._delete_data(attempt)
-        if outcome is Outcome.SKIPPED:
+        if outcome is Outcome.SKIPPED and action is Action.TIMEOUT:
+            # A timeout fires once: one that leaves the run where it is is done (the original fires it again
+            # at every poll), and the status' other timeouts still fire when they are due.
+            self.store.replace_doorbell(attempt.message.id, attempt.token, [])
+        elif outcome is Outcome.SKIPPED:
             # The doorbell stays: it rings again after ``redeliver_after``, like a message not yet answered.
             self.store.release_claim(attempt.message.id, attempt.token)
         elif outcome is Outcome.SUPERSEDED:

@@ -220,7 +220,10 @@ class Workflow(AwaitCalls[T, S], AsyncCalls[T, S], ScheduleCalls[T]):
         """Hand ``payload`` to the callbacks waiting at ``status`` for the latest run of ``foreign_id``.
 
         Ignored (returns quietly) when that run is not at ``status`` or is
-        paused, cancelled, finished or deleted. Runs in the caller's process;
+        paused, cancelled, finished or deleted: a duplicate or late callback
+        changes nothing. Runs in the caller's process, and the run's new
+        version is committed before it returns; an INFO line of this module's
+        logger says whether it was applied or ignored, and why.
         a callback's exception is raised here (the caller retries), and a
         returned status that is not allowed raises ``InvalidTransition``.
         Either is a failed attempt at the status, counted like a step's: the
@@ -234,6 +237,9 @@ class Workflow(AwaitCalls[T, S], AsyncCalls[T, S], ScheduleCalls[T]):
         for spec in specs:
             record = self.store.latest(self.name, foreign_id)
             if record.status != int(status) or record.run_state not in ACTIVE:
+                at = record.status == int(status)
+                where = record.run_state.name if at else f"at {self.definition.status_name(record.status)}"
+                self._callback_said(record, status, f"ignored: the run is {where}")
                 return
             try:
                 run = self.typed.run(record)
@@ -255,7 +261,16 @@ class Workflow(AwaitCalls[T, S], AsyncCalls[T, S], ScheduleCalls[T]):
                     )  # fmt: skip
                 raise
             if outcome is not Outcome.SKIPPED:
+                self._callback_said(record, status, f"applied ({outcome.value})")
                 return
+        self._callback_said(record, status, "applied: every callback skipped, the run stays where it is")
+
+    def _callback_said(self, record: Record, status: S, what: str) -> None:
+        log.info(
+            "callback at %s for run %s of workflow %s %s",
+            status.name, record.run_id, self.name, what,
+            extra={"workflow": self.name, "run_id": record.run_id, "foreign_id": record.foreign_id},
+        )  # fmt: skip
 
     # -- run control -------------------------------------------------------
 
