@@ -35,7 +35,12 @@ class StepHandle(Generic[T, S]):
         self._status = status
 
     def with_options(self, **options: Any) -> StepHandle[T, S]:
-        """``err_backoff``, ``max_backoff`` (timedelta), ``pause_after_err_count``, ``parallel_count``."""
+        """Set the step's options: ``err_backoff``, ``max_backoff``, ``consume_lag`` (timedelta),
+        ``pause_after_err_count``, ``parallel_count``.
+
+        See ``docs/steps.md`` ("Step options"). Raises ``ConfigurationError``
+        for an unknown name or a bad value.
+        """
         builder = self._builder
         spec = builder._definition.steps[self._status]
         opts = StepOptions.from_kwargs(builder.name, builder._definition.status_name(self._status), options)

@@ -43,6 +43,8 @@ class Outcome(enum.Enum):
     RETRY_SCHEDULED = "retry_scheduled"
     PAUSED_AFTER_ERRORS = "paused_after_errors"
     WAITING_FOR_SLOT = "waiting_for_slot"
+    WAITING_FOR_LAG = "waiting_for_lag"
+    """The run has not been at the status for the step's ``consume_lag`` yet: its doorbell rings then."""
     TIMEOUTS_SCHEDULED = "timeouts_scheduled"
     TIMED_OUT = "timed_out"
     DROPPED_STALE = "dropped_stale"

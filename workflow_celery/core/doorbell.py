@@ -262,14 +262,26 @@ class Planner:
         self.definition = definition
         self.options = options
         self._step_queues = {s: definition.queue_for(s) for s in definition.steps}
+        self._lags = {s: spec.options.consume_lag for s, spec in definition.steps.items() if spec.options.consume_lag}
         self._status_queues = definition.step_queues()
 
     def step(self, record: Record, now: datetime) -> OutboxMessage | None:
-        """The doorbell of the step at the record's status, if it has one and the run is active."""
+        """The doorbell of the step at the record's status, if it has one and the run is active.
+
+        With the step's ``consume_lag``, it is due once the run has been at
+        the status that long (from ``updated_at``), and the relay rings it then.
+        """
         queue = self._step_queues.get(record.status)
         if queue is None or record.run_state not in ACTIVE:
             return None
-        return doorbell(record, queue, now, action=Action.STEP, due_at=now + self.options.redeliver_after)
+        ready = self.ready_at(record)
+        due_at = ready if ready > now else now + self.options.redeliver_after
+        return doorbell(record, queue, now, action=Action.STEP, due_at=due_at)
+
+    def ready_at(self, record: Record) -> datetime:
+        """When the step at the record's status may run it: ``updated_at`` plus the step's ``consume_lag``."""
+        lag = self._lags.get(record.status)
+        return record.updated_at if lag is None else record.updated_at + lag
 
     def plan(self, record: Record, now: datetime) -> Doorbells:
         """Everything a write of ``record`` rings: its step, timers, automatic resume, data deletion, hooks."""
@@ -278,7 +290,7 @@ class Planner:
         redeliver = now + self.options.redeliver_after
         step = self.step(record, now)
         if step is not None:
-            ring_now.append(step)
+            (later if self.ready_at(record) > now else ring_now).append(step)
         if record.run_state in ACTIVE and self.definition.timeouts.get(record.status):
             queue = self._status_queues[record.status]
             ring_now.append(doorbell(record, queue, now, action=Action.TIMERS, due_at=redeliver))

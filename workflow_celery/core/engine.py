@@ -244,6 +244,11 @@ class Engine(Generic[T, S]):
             log.error("dropping step message for %s, which has no step", self.definition.queue_for(record.status))
             self.store.release_claim(msg.id, attempt.token)
             return Outcome.DROPPED_INVALID
+        ready = self.planner.ready_at(record)
+        if ready > self.clock.now():
+            # Rung before its time (by hand, or a doorbell from before the lag was set): ring again then.
+            self.store.release_claim(msg.id, attempt.token, due_at=ready)
+            return Outcome.WAITING_FOR_LAG
         limit = spec.options.parallel_count
         if limit:
             now = self.clock.now()

@@ -35,6 +35,8 @@ class StepOptions:
     pause_after_err_count: int | None = None
     parallel_count: int | None = None
     max_backoff: timedelta | None = None
+    consume_lag: timedelta | None = None
+    """The step runs a run only once it has been at the status this long (its doorbell is due then)."""
 
     @classmethod
     def from_kwargs(cls, workflow: str, status: str, kwargs: Mapping[str, Any]) -> StepOptions:
@@ -51,7 +53,7 @@ class StepOptions:
         return opts
 
     def validate(self, workflow: str) -> None:
-        for name in ("err_backoff", "max_backoff"):
+        for name in ("err_backoff", "max_backoff", "consume_lag"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, timedelta):
                 raise ConfigurationError(f"option {name} must be a timedelta, got {value!r}", workflow=workflow)
@@ -65,6 +67,8 @@ class StepOptions:
             raise ConfigurationError("option pause_after_err_count must be >= 0", workflow=workflow)
         if self.parallel_count is not None and self.parallel_count < 1:
             raise ConfigurationError("option parallel_count must be >= 1", workflow=workflow)
+        if self.consume_lag is not None and self.consume_lag < timedelta(0):
+            raise ConfigurationError("option consume_lag must not be negative", workflow=workflow)
 
 
 @dataclass(frozen=True, slots=True)

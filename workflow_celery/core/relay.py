@@ -43,9 +43,10 @@ def reconcile_once(wf: Workflow[Any, Any], now: datetime, *, limit: int = 500) -
     version). Returns how many runs were rung.
     """
     stranded = wf.store.stranded_runs(wf.name, list(wf.definition.steps), now - wf.options.redeliver_after, limit)
-    bells = [b for r in stranded for b in wf.planner.plan(r, now).now]
-    if bells:
-        wf.store.insert_outbox(bells)
-        wf.transitions.publish(bells)
+    plans = [wf.planner.plan(r, now) for r in stranded]
+    if plans:
+        # Doorbells due later (a step's consume_lag) are kept for the relay; the others ring now.
+        wf.store.insert_outbox([b for p in plans for b in p.all])
+        wf.transitions.publish([b for p in plans for b in p.now])
         log.warning("re-enqueued %d stranded run(s) of workflow %s", len(stranded), wf.name)
     return len(stranded)
