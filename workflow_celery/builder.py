@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, overload
 
 from .adapters.inprocess import InProcessBroker
+from .core.connectors import ConnectorFn, ConnectorSource, ConnectorSpec
 from .core.definition import HOOK_EVENTS, CallbackSpec, Definition, HookSpec, StepSpec, TimeoutSpec
 from .core.errors import ConfigurationError
 from .core.hooks import hook_name
@@ -118,6 +119,33 @@ class Builder(Generic[T, S]):
         self._definition.callbacks.setdefault(source, []).append(
             CallbackSpec(status=source, fn=fn, destinations=dests, is_async=inspect.iscoroutinefunction(fn))
         )
+
+    def add_connector(self, name: str, source: ConnectorSource, fn: ConnectorFn) -> None:
+        """Hand every event of ``source`` to ``fn(wf, event)`` in the workers, once it succeeds.
+
+        ``source``: ``RedisStreamSource`` or ``KombuQueueSource``
+        (``workflow_celery.connectors``), or your own ``ConnectorSource``.
+        ``fn`` typically triggers a run (``wf.trigger(event.foreign_id)``) or
+        calls one back; a run it triggers gets an id derived from the event,
+        so an event delivered twice starts one run. An event is acknowledged
+        only after ``fn`` returned; ``fn`` raising retries it with backoff,
+        and after the source's ``max_attempts`` it is parked as a dead
+        letter. Raises ``ConfigurationError`` for a bad or repeated name.
+        """
+        self._check_open()
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise ConfigurationError(
+                f"connector name {name!r} must start with a letter or digit and contain only letters, digits, "
+                "'-' and '_'",
+                workflow=self.name,
+            )
+        if name in self._definition.connectors:
+            raise ConfigurationError(f"connector {name!r} is added twice", workflow=self.name)
+        if not callable(getattr(source, "open", None)):
+            raise ConfigurationError(f"connector {name!r}: {source!r} is not a ConnectorSource", workflow=self.name)
+        if not callable(fn):
+            raise ConfigurationError(f"connector {name!r}: fn must be callable, got {fn!r}", workflow=self.name)
+        self._definition.connectors[name] = ConnectorSpec(name=name, source=source, fn=fn)
 
     def add_timeout(
         self,

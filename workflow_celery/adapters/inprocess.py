@@ -32,6 +32,7 @@ from ..core.options import WorkflowOptions
 from ..core.ports import Clock, OutboxMessage, RecordStore
 from ..core.workflow import Workflow
 from ..runtime.claims import ClaimKeeper
+from ..runtime.connectors import ConnectorRunner
 from ..runtime.maintenance import Maintenance
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class InProcessBroker:
         self._scheduled: list[tuple[datetime, Clock, Delivery]] = []
         self._running: dict[int, Delivery] = {}
         self._claims: ClaimKeeper | None = None
+        self._connectors: ConnectorRunner | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._drop = drop
@@ -185,6 +187,7 @@ class InProcessBroker:
         relay.start()
         self._threads.append(relay)
         self._claims = ClaimKeeper(list(self._workflows.values()), self._running_work).start("inprocess-claims")
+        self._connectors = ConnectorRunner(list(self._workflows.values())).start()
         return self
 
     def _running_work(self) -> list[tuple[str, Any]]:
@@ -193,6 +196,9 @@ class InProcessBroker:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        if self._connectors is not None:
+            self._connectors.stop(timeout)
+            self._connectors = None
         if self._claims is not None:
             self._claims.stop(timeout)
             self._claims = None

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from .connectors import ConnectorSpec
 from .options import StepOptions
 from .run_state import RunState
 from .status_graph import StatusGraph, status_slug
@@ -72,6 +73,7 @@ class Definition(Generic[T, S]):
     callbacks: dict[int, list[CallbackSpec]] = field(default_factory=dict)
     timeouts: dict[int, list[TimeoutSpec]] = field(default_factory=dict)
     hooks: dict[str, list[HookSpec]] = field(default_factory=dict)
+    connectors: dict[str, ConnectorSpec] = field(default_factory=dict)
 
     def status(self, value: int) -> S:
         return self.status_type(value)

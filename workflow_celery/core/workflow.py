@@ -17,6 +17,7 @@ from .answer import Answer, Outcome
 from .async_calls import AsyncCalls
 from .awaiting import AwaitCalls
 from .codec import ObjectCodec
+from .connectors import event_run_id
 from .definition import Definition
 from .doorbell import ACTIVE, Planner
 from .engine import Engine
@@ -25,6 +26,7 @@ from .errors import (
     RecordNotFound,
     SerializationError,
     WorkflowError,
+    WorkflowInProgress,
 )
 from .failures import Failures
 from .hooks import HookRunner
@@ -146,7 +148,8 @@ class Workflow(AwaitCalls[T, S], AsyncCalls[T, S], ScheduleCalls[T]):
                 foreign_id=foreign_id,
             )
         obj = self.codec.default() if initial_value is None else initial_value
-        run_id = run_id or str(uuid.uuid4())
+        from_event = None if run_id else event_run_id(self.name, foreign_id)
+        run_id = run_id or from_event or str(uuid.uuid4())
         encoded = self.codec.encode(obj, run_id=run_id, foreign_id=foreign_id)
         now = self.clock.now()
         terminal = self.definition.graph.is_terminal(int(start))
@@ -162,9 +165,21 @@ class Workflow(AwaitCalls[T, S], AsyncCalls[T, S], ScheduleCalls[T]):
             meta=Meta(version=1, status_description=self.definition.status_name(int(start)), trace_origin=origin),
         )
         bells = self.planner.plan(record, now)
-        self.store.insert_run(record, bells.all)
+        try:
+            self.store.insert_run(record, bells.all)
+        except (WorkflowInProgress, ValueError):
+            if from_event is None or not self._exists(run_id):
+                raise
+            return run_id  # the event was handled before: its run exists already
         self.transitions.publish(bells.now)
         return run_id
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            self.store.lookup(run_id)
+        except RecordNotFound:
+            return False
+        return True
 
     # -- reading runs ------------------------------------------------------
 

@@ -25,7 +25,7 @@ REPEAT_COMPLAINT_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 30.0
 
 
-class _Complaints:
+class Complaints:
     """One log line per failure, not one per round: the first time, when it changes, then once a minute.
 
     A relay that cannot reach its database would otherwise write a traceback every
@@ -67,7 +67,7 @@ class Maintenance:
         self.interval = min((wf.options.relay_interval.total_seconds() for wf in self.workflows), default=1.0)
         self.reconcile_every = min((wf.options.redeliver_after.total_seconds() for wf in self.workflows), default=30.0)
         self._last_reconcile = time.monotonic()
-        self._complaints = _Complaints()
+        self._complaints = Complaints()
         self._failed_rounds = 0
 
     def tick(self) -> int:

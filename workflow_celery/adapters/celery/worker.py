@@ -20,7 +20,9 @@ from celery.exceptions import ImproperlyConfigured, TimeLimitExceeded, WorkerLos
 from celery.worker import state as worker_state
 
 from ...core.doorbell import message_id_of
+from ...core.workflow import Workflow
 from ...runtime.claims import ClaimKeeper
+from ...runtime.connectors import ConnectorRunner
 from ...runtime.maintenance import Maintenance
 from .purge import install_purge_patterns
 from .registry import registry, workflow_of_task
@@ -155,6 +157,7 @@ class RelayStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._claims: ClaimKeeper | None = None
+        self._connectors: ConnectorRunner | None = None
         self._app: Celery = worker.app
 
     def start(self, worker: Any) -> None:
@@ -162,6 +165,9 @@ class RelayStep(bootsteps.StartStopStep):  # type: ignore[misc]
         if workflows:
             self._thread, self._stop = Maintenance(workflows).start_thread("workflow-celery-relay")
             self._claims = ClaimKeeper(workflows, running_tasks).start()
+        served = _served(self._app, workflows)
+        if any(wf.definition.connectors for wf in served):
+            self._connectors = ConnectorRunner(served, consumer=f"{worker.hostname}-{os.getpid()}").start()
         port = os.environ.get(METRICS_PORT_ENV)
         if port:
             from ..prometheus import serve
@@ -172,7 +178,18 @@ class RelayStep(bootsteps.StartStopStep):  # type: ignore[misc]
         # The claims keep being renewed: a warm shutdown stops this step before the pool has finished the
         # tasks it is running, and their claims must outlive them. The thread ends with the process.
         self._stop.set()
+        if self._connectors is not None:
+            self._connectors.stop()
+            self._connectors = None
         if self._thread is not None:
             self._thread.join(timeout=5)
 
     shutdown = stop
+
+
+def _served(app: Celery, workflows: list[Workflow[Any, Any]]) -> list[Workflow[Any, Any]]:
+    """The workflows of which this worker consumes at least one queue: it runs their connectors."""
+    selected = app.amqp.queues.consume_from
+    if not selected:
+        return workflows
+    return [wf for wf in workflows if set(selected) & set(wf.queues())]

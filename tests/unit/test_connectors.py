@@ -1,0 +1,162 @@
+"""Connectors: events handed to fn(wf, event), acknowledged after it returned, retried, parked; one run per event."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from workflow_celery import Builder, ConfigurationError, MemoryStore, RunState, Workflow
+from workflow_celery.connectors import ConnectorEvent, ConnectorRunner, Delivery, parked_queue
+from workflow_celery.testing import in_process
+
+from .workflows import Status, Thing, chain
+
+FAST = {"err_backoff": timedelta(milliseconds=1), "max_backoff": timedelta(milliseconds=5)}
+
+
+class ListSource:
+    """Events from a list; each consumer gets what no other holds; acknowledged ones are gone."""
+
+    def __init__(self, deliveries: Sequence[Delivery], max_attempts: int = 3) -> None:
+        self.name = "list"
+        self.max_attempts = max_attempts
+        self.pending = list(deliveries)
+        self.acked: list[Any] = []
+        self.lock = threading.Lock()
+
+    def open(self, consumer: str) -> ListSource:
+        return self
+
+    def fetch(self, timeout: float) -> Sequence[Delivery]:
+        with self.lock:
+            taken, self.pending = self.pending[:5], self.pending[5:]
+        return taken
+
+    def ack(self, delivery: Delivery) -> None:
+        with self.lock:
+            self.acked.append(delivery.token)
+
+    def touch(self, delivery: Delivery) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def event(i: int, foreign_id: str | None = None) -> Delivery:
+    e = ConnectorEvent(id=f"e-{i}", foreign_id=foreign_id or f"order-{i}", type="created", data=b"{}")
+    return Delivery(e, f'{{"id": "e-{i}"}}'.encode(), f"e-{i}")
+
+
+def start_run(wf: Workflow[Thing, Status], e: ConnectorEvent) -> None:
+    wf.trigger(e.foreign_id, initial_value=Thing(name=e.id))
+
+
+def test_each_event_starts_one_run_and_is_acknowledged_after() -> None:
+    source = ListSource([event(i) for i in range(12)])
+    b = chain()
+    b.add_connector("orders-in", source, start_run)
+    wf, broker = in_process(b)
+    runner = ConnectorRunner([wf], consumer="t")
+    stream = source.open("t")
+    for d in [*stream.fetch(0), *stream.fetch(0), *stream.fetch(0)]:
+        assert runner.handle(wf, wf.definition.connectors["orders-in"], stream, d)
+    broker.run_until_idle()
+    assert sorted(source.acked) == sorted(f"e-{i}" for i in range(12))
+    runs = wf.list(limit=100)
+    assert len(runs) == 12 and {r.object.name for r in runs} == {f"e-{i}" for i in range(12)}
+    assert all(r.run_state == RunState.COMPLETED for r in runs)
+
+
+def test_an_event_delivered_again_finds_its_run_and_starts_no_other() -> None:
+    source = ListSource([])
+    b = chain()
+    b.add_connector("orders-in", source, start_run)
+    wf, broker = in_process(b)
+    spec = wf.definition.connectors["orders-in"]
+    runner = ConnectorRunner([wf], consumer="t")
+    again = event(1)
+    assert runner.handle(wf, spec, source, again)
+    assert runner.handle(wf, spec, source, again)  # in progress: the same run
+    broker.run_until_idle()
+    assert runner.handle(wf, spec, source, again)  # completed: still the same run, no second one
+    [run] = wf.list()
+    assert run.run_state == RunState.COMPLETED and source.acked == ["e-1", "e-1", "e-1"]
+    other = event(2, foreign_id="order-1")  # another event about the same order starts a new run
+    assert runner.handle(wf, spec, source, other)
+    assert len(wf.list()) == 2
+
+
+def test_a_failing_event_is_retried_then_parked_as_a_dead_letter() -> None:
+    calls: list[str] = []
+
+    def flaky(wf: Workflow[Thing, Status], e: ConnectorEvent) -> None:
+        calls.append(e.id)
+        if e.id == "e-1":
+            raise RuntimeError("the CRM is down")
+        if calls.count(e.id) < 2:
+            raise RuntimeError("a blip")
+        start_run(wf, e)
+
+    source = ListSource([event(1), event(2)], max_attempts=3)
+    b = chain()
+    b.add_connector("orders-in", source, flaky)
+    store = MemoryStore()
+    wf, _ = in_process(b, store=store, **FAST)
+    runner = ConnectorRunner([wf], consumer="worker-1")
+    spec = wf.definition.connectors["orders-in"]
+    for d in source.fetch(0):
+        assert runner.handle(wf, spec, source, d)
+    assert calls == ["e-1", "e-1", "e-1", "e-2", "e-2"] and source.acked == ["e-1", "e-2"]
+    [parked] = store.dead_letters()
+    assert parked.queue == parked_queue(wf, spec) == "connector:chain.orders-in"
+    assert parked.reason.startswith("failed 3 times: RuntimeError: the CRM is down")
+    assert (
+        parked.body == b'{"id": "e-1"}' and parked.worker == "worker-1" and '"foreign_id": "order-1"' in parked.headers
+    )
+    assert [r.foreign_id for r in wf.list()] == ["order-2"]
+
+
+def test_an_entry_that_is_not_an_event_is_parked_at_once() -> None:
+    source = ListSource([Delivery(None, b"\xffjunk", "x-1", reason="stream entry x-1 has no foreign_id field")])
+    b = chain()
+    b.add_connector("orders-in", source, start_run)
+    store = MemoryStore()
+    wf, _ = in_process(b, store=store)
+    runner = ConnectorRunner([wf], consumer="t")
+    [d] = source.fetch(0)
+    assert runner.handle(wf, wf.definition.connectors["orders-in"], source, d)
+    [parked] = store.dead_letters()
+    assert parked.body == b"\xffjunk" and parked.reason == "not an event: stream entry x-1 has no foreign_id field"
+
+
+def test_the_in_process_broker_consumes_connectors_while_started() -> None:
+    source = ListSource([event(i) for i in range(30)])
+    b = chain()
+    b.add_connector("orders-in", source, start_run)
+    wf, broker = in_process(b)
+    with broker.start(workers=2):
+        deadline = threading.Event()
+        for _ in range(200):
+            if sum(r.run_state == RunState.COMPLETED for r in wf.list(limit=100)) == 30:
+                break
+            deadline.wait(0.05)
+    assert sum(r.run_state == RunState.COMPLETED for r in wf.list(limit=100)) == 30
+
+
+def test_bad_connectors_are_refused_when_added() -> None:
+    b = Builder("bad-connectors", Thing, Status)
+    source = ListSource([])
+    with pytest.raises(ConfigurationError, match="connector name 'no spaces' must start"):
+        b.add_connector("no spaces", source, start_run)
+    with pytest.raises(ConfigurationError, match="is not a ConnectorSource"):
+        b.add_connector("in", object(), start_run)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="fn must be callable"):
+        b.add_connector("in", source, "start_run")  # type: ignore[arg-type]
+    b.add_connector("in", source, start_run)
+    with pytest.raises(ConfigurationError, match="connector 'in' is added twice"):
+        b.add_connector("in", source, start_run)

@@ -1,0 +1,154 @@
+"""Consuming connectors: one thread per connector of each workflow, started by whoever owns the process.
+
+A Celery worker's bootstep starts a ``ConnectorRunner`` for the workflows
+whose queues the worker consumes; the in-process broker starts one too.
+Each thread opens the connector's source as one consumer of its group,
+hands each event to the connector's function, acknowledges it once the
+function returned, retries a failing event with the workflow's backoff, and
+parks it as a dead letter after the source's ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import traceback
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from ..core.connectors import ConnectorSpec, ConnectorStream, Delivery, handling
+from ..core.dead_letters import DeadLetter
+from ..core.failures import backoff
+from ..core.workflow import Workflow
+from .maintenance import Complaints
+
+log = logging.getLogger(__name__)
+
+FETCH_TIMEOUT_S = 1.0
+_PARK_NAMESPACE = uuid.UUID("3f4b8c1e-2d7a-4e9b-a1c6-5e8f0d2b7a94")
+
+
+def consumer_name() -> str:
+    """This process as a consumer of a group: ``host-pid``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def parked_queue(wf: Workflow[Any, Any], spec: ConnectorSpec) -> str:
+    """Where a connector's parked events are listed among the dead letters: ``connector:{workflow}.{name}``."""
+    return f"connector:{wf.name}.{spec.name}"
+
+
+class ConnectorRunner:
+    """The consumer threads of the connectors of ``workflows`` in this process."""
+
+    def __init__(self, workflows: Sequence[Workflow[Any, Any]], consumer: str | None = None) -> None:
+        self.consumer = consumer or consumer_name()
+        self._work = [(wf, spec) for wf in workflows for spec in wf.definition.connectors.values()]
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._complaints = Complaints()
+
+    def start(self) -> ConnectorRunner:
+        self._stop.clear()
+        for wf, spec in self._work:
+            thread = threading.Thread(
+                target=self._consume, args=(wf, spec), name=f"connector-{wf.name}-{spec.name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop consuming; an event being handled is finished, one waiting for a retry is left unacknowledged."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def _consume(self, wf: Workflow[Any, Any], spec: ConnectorSpec) -> None:
+        what = f"connector {spec.name} of workflow {wf.name}"
+        stream: ConnectorStream | None = None
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if stream is None:
+                    stream = spec.source.open(self.consumer)
+                for delivery in stream.fetch(FETCH_TIMEOUT_S):
+                    if self._stop.is_set():
+                        break  # not acknowledged: handed out again after the source's claim time
+                    self.handle(wf, spec, stream, delivery)
+            except Exception as exc:
+                self._complaints.failed(what, exc)
+                failures += 1
+                if stream is not None:
+                    _close(stream)
+                    stream = None
+                self._stop.wait(backoff(wf.options.err_backoff, wf.options.max_backoff, failures).total_seconds())
+                continue
+            failures = 0
+            self._complaints.succeeded(what)
+        if stream is not None:
+            _close(stream)
+
+    def handle(self, wf: Workflow[Any, Any], spec: ConnectorSpec, stream: ConnectorStream, delivery: Delivery) -> bool:
+        """Hand one delivery to the connector's function until it succeeds or is parked; True once acknowledged."""
+        event = delivery.event
+        if event is None:
+            self._park(wf, spec, delivery, f"not an event: {delivery.reason}")
+            stream.ack(delivery)
+            return True
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with handling(spec.name, event):
+                    spec.fn(wf, event)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                if attempt >= spec.source.max_attempts:
+                    log.error(
+                        "connector %s of workflow %s: event %s failed %d times, parked as a dead letter: %s",
+                        spec.name, wf.name, event.id, attempt, error, exc_info=exc,
+                    )  # fmt: skip
+                    detail = "".join(traceback.format_exception(exc))[-2000:]
+                    self._park(wf, spec, delivery, f"failed {attempt} times: {error}\n{detail}")
+                    stream.ack(delivery)
+                    return True
+                delay = backoff(wf.options.err_backoff, wf.options.max_backoff, attempt)
+                log.warning(
+                    "connector %s of workflow %s: event %s failed (attempt %d of %d), again in %.1fs: %s",
+                    spec.name, wf.name, event.id, attempt, spec.source.max_attempts, delay.total_seconds(), error,
+                )  # fmt: skip
+                if self._stop.wait(delay.total_seconds()):
+                    return False
+                stream.touch(delivery)
+                continue
+            stream.ack(delivery)
+            return True
+
+    def _park(self, wf: Workflow[Any, Any], spec: ConnectorSpec, delivery: Delivery, reason: str) -> None:
+        event = delivery.event
+        key = f"{wf.name}\n{spec.name}\n{event.id if event else delivery.raw.hex()}"
+        headers = {} if event is None else {"id": event.id, "foreign_id": event.foreign_id, "type": event.type}
+        wf.store.add_dead_letter(
+            DeadLetter(
+                id=str(uuid.uuid5(_PARK_NAMESPACE, key)),
+                queue=parked_queue(wf, spec),
+                body=delivery.raw,
+                reason=reason,
+                received_at=wf.clock.now(),
+                headers=json.dumps({**headers, **(dict(event.headers) if event else {})}) if event else "",
+                worker=self.consumer,
+            )
+        )
+
+
+def _close(stream: ConnectorStream) -> None:
+    try:
+        stream.close()
+    except Exception:
+        log.debug("closing a connector stream failed", exc_info=True)
