@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from ..core.errors import RecordNotFound, WorkflowInProgress
 from ..core.failures import backoff
+from ..core.lag import Waiting
 from ..core.ports import Claim, ErrorInfo, HookErrors, Order, OutboxMessage, StepErrors
 from ..core.record import HistoryEntry, Record
 from ..core.run_state import RunState
@@ -114,6 +115,20 @@ class MemoryStore(MemoryDeadLetters, MemorySchedules):
         with self._lock:
             for msg in messages:
                 self._outbox.setdefault(msg.id, msg)
+
+    def waiting_runs(self, workflow_name: str, statuses: Sequence[int]) -> list[Waiting]:
+        wanted = set(statuses)
+        found: dict[int, Waiting] = {}
+        with self._lock:
+            for r in self._records.values():
+                if r.workflow_name != workflow_name or r.status not in wanted:
+                    continue
+                if r.run_state not in (RunState.INITIATED, RunState.RUNNING):
+                    continue
+                old = found.get(r.status)
+                oldest = r.updated_at if old is None else min(old.oldest, r.updated_at)
+                found[r.status] = Waiting(r.status, (old.count if old else 0) + 1, oldest)
+        return [found[s] for s in sorted(found)]
 
     def stranded_runs(
         self, workflow_name: str, statuses: Sequence[int], updated_before: datetime, limit: int

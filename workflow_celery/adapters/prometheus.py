@@ -1,7 +1,11 @@
-"""Prometheus metrics of hook executions.
+"""Prometheus metrics of hook executions, and the lag of each status' step.
 
 ``workflow_hook_executions_total``, ``workflow_hook_errors_total`` and
-``workflow_hook_duration_seconds``, labelled by workflow and hook.
+``workflow_hook_duration_seconds``, labelled by workflow and hook;
+``workflow_process_lag_seconds`` and ``workflow_process_lag_alert`` (the
+original's names), labelled ``workflow_name`` and ``process_name`` (the
+status' queue), measured from the database by every worker's maintenance
+round (``core.lag``).
 
 Celery's prefork pool runs hooks in child processes: set
 ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory before starting the worker
@@ -16,7 +20,7 @@ import os
 import weakref
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client import multiprocess as prom_multiprocess
 
 log = logging.getLogger(__name__)
@@ -45,6 +49,22 @@ class PrometheusMetrics:
             buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60),
             registry=registry,
         )
+        lag_labels = ["workflow_name", "process_name"]
+        # Every worker measures the same database: the latest figure of any process is the figure.
+        self.lag_seconds = Gauge(
+            "workflow_process_lag_seconds",
+            "How long the oldest run waiting at the status has waited (less the step's consume_lag).",
+            lag_labels,
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.lag_alert = Gauge(
+            "workflow_process_lag_alert",
+            "1 while the oldest run waiting at the status has waited longer than its lag_alert, else 0.",
+            lag_labels,
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
 
     @classmethod
     def for_registry(cls, registry: CollectorRegistry = REGISTRY) -> PrometheusMetrics:
@@ -59,6 +79,11 @@ class PrometheusMetrics:
         self.duration.labels(workflow, hook).observe(seconds)
         if not ok:
             self.errors.labels(workflow, hook).inc()
+
+    def lag_measured(self, workflow: str, process: str, seconds: float, alert: bool | None) -> None:
+        self.lag_seconds.labels(workflow, process).set(seconds)
+        if alert is not None:  # as in the original, no alert gauge without a threshold
+            self.lag_alert.labels(workflow, process).set(1 if alert else 0)
 
 
 _BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, PrometheusMetrics] = weakref.WeakKeyDictionary()

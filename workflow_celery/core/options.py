@@ -20,6 +20,7 @@ DEFAULT_HOOK_ERR_BACKOFF = timedelta(seconds=1)
 DEFAULT_HOOK_MAX_BACKOFF = timedelta(minutes=5)
 DEFAULT_MAX_RETRY_COUNTDOWN = timedelta(seconds=60)
 DEFAULT_PUBLISH_TIMEOUT = timedelta(seconds=1)
+DEFAULT_LAG_ALERT = timedelta(minutes=30)
 
 
 def _check_positive(name: str, value: timedelta | None, workflow: str) -> None:
@@ -37,6 +38,8 @@ class StepOptions:
     max_backoff: timedelta | None = None
     consume_lag: timedelta | None = None
     """The step runs a run only once it has been at the status this long (its doorbell is due then)."""
+    lag_alert: timedelta | None = None
+    """Alert when a run has waited longer than this at the status (``timedelta(0)``: never)."""
 
     @classmethod
     def from_kwargs(cls, workflow: str, status: str, kwargs: Mapping[str, Any]) -> StepOptions:
@@ -53,7 +56,7 @@ class StepOptions:
         return opts
 
     def validate(self, workflow: str) -> None:
-        for name in ("err_backoff", "max_backoff", "consume_lag"):
+        for name in ("err_backoff", "max_backoff", "consume_lag", "lag_alert"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, timedelta):
                 raise ConfigurationError(f"option {name} must be a timedelta, got {value!r}", workflow=workflow)
@@ -67,8 +70,10 @@ class StepOptions:
             raise ConfigurationError("option pause_after_err_count must be >= 0", workflow=workflow)
         if self.parallel_count is not None and self.parallel_count < 1:
             raise ConfigurationError("option parallel_count must be >= 1", workflow=workflow)
-        if self.consume_lag is not None and self.consume_lag < timedelta(0):
-            raise ConfigurationError("option consume_lag must not be negative", workflow=workflow)
+        for name in ("consume_lag", "lag_alert"):
+            value = getattr(self, name)
+            if value is not None and value < timedelta(0):
+                raise ConfigurationError(f"option {name} must not be negative", workflow=workflow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,9 @@ class WorkflowOptions:
     publish_timeout: timedelta = DEFAULT_PUBLISH_TIMEOUT
     """How long publishing after a commit may wait on each broker operation before it gives up and leaves the
     doorbells to the relay: a broker that accepts connections but does not answer never holds the caller longer."""
+    lag_alert: timedelta | None = DEFAULT_LAG_ALERT
+    """Alert (a metric and a log line) when a run has waited longer than this at a status with a step;
+    ``None`` never alerts. A step's ``lag_alert`` option overrides it."""
     metrics: Any = None
     """Receives hook execution metrics; default: Prometheus (``workflow_celery.adapters.prometheus``)."""
     custom_delete: Callable[[Any], Any] | None = None
@@ -123,6 +131,12 @@ class WorkflowOptions:
             if not isinstance(value, timedelta):
                 raise ConfigurationError(f"option {name} must be a timedelta, got {value!r}", workflow=workflow)
             _check_positive(name, value, workflow)
+        if opts.lag_alert is not None:
+            if not isinstance(opts.lag_alert, timedelta):
+                raise ConfigurationError(
+                    f"option lag_alert must be a timedelta, got {opts.lag_alert!r}", workflow=workflow
+                )
+            _check_positive("lag_alert", opts.lag_alert, workflow)
         if not isinstance(opts.max_retry_countdown, timedelta) or opts.max_retry_countdown < timedelta(0):
             raise ConfigurationError(
                 f"option max_retry_countdown must be a timedelta >= 0, got {opts.max_retry_countdown!r}",

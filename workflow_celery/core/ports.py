@@ -356,11 +356,21 @@ class Metrics(Protocol):
 
     def hook_finished(self, workflow: str, hook: str, seconds: float, ok: bool) -> None: ...
 
+    def lag_measured(self, workflow: str, process: str, seconds: float, alert: bool | None) -> None:
+        """The lag of a status' step (``process``: its queue); ``alert`` None when it has no threshold.
+
+        Optional: a metrics object without it gets no lag (``core.lag``).
+        """
+        ...
+
 
 class NoMetrics:
     """Counts nothing."""
 
     def hook_finished(self, workflow: str, hook: str, seconds: float, ok: bool) -> None:
+        return None
+
+    def lag_measured(self, workflow: str, process: str, seconds: float, alert: bool | None) -> None:
         return None
 
 

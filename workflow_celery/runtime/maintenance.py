@@ -1,4 +1,4 @@
-"""The background work every worker process does: schedules, the outbox relay and the reconciler.
+"""The background work every worker process does: schedules, the outbox relay, the reconciler and lag.
 
 All are safe to run in every worker at once: claiming doorbells takes row
 locks (``SKIP LOCKED``), re-inserting a doorbell is idempotent (its id is
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core.errors import SchemaMissing
+from ..core.lag import LagWatch
 from ..core.workflow import Workflow
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class Maintenance:
         self.reconcile_every = min((wf.options.redeliver_after.total_seconds() for wf in self.workflows), default=30.0)
         self._last_reconcile = time.monotonic()
         self._complaints = Complaints()
+        self._lag = LagWatch()
         self._failed_rounds = 0
 
     def tick(self) -> int:
@@ -98,6 +100,7 @@ class Maintenance:
                 what = f"reconciler of workflow {wf.name}"
                 try:
                     done += wf.reconcile_once()
+                    self._lag.check(wf, wf.clock.now())
                 except Exception as exc:
                     self._complaints.failed(what, exc)
                     continue

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ...core.errors import ConfigurationError, RecordNotFound, WorkflowInProgress
+from ...core.lag import Waiting
 from ...core.ports import Claim, Order, OutboxMessage
 from ...core.record import HistoryEntry, Record
 from ...core.run_state import RunState
@@ -198,6 +199,24 @@ class SQLStore(SQLErrorLog, SQLDeadLetters, SQLSchedules):
         }
         with self._c.statement() as conn:
             return [to_record(row) for row in conn.execute(queries.STRANDED, params)]
+
+    def waiting_runs(self, workflow_name: str, statuses: Sequence[int]) -> list[Waiting]:
+        """Initiated or running runs at each of ``statuses``: how many, and the oldest ``updated_at``."""
+        if not statuses:
+            return []
+        query = (
+            select(records.c.status, func.count(), func.min(records.c.updated_at))
+            .where(
+                records.c.workflow_name == workflow_name,
+                records.c.status.in_(list(statuses)),
+                records.c.run_state.in_([int(RunState.INITIATED), int(RunState.RUNNING)]),
+            )
+            .group_by(records.c.status)
+            .order_by(records.c.status)
+        )
+        with self._c.statement() as conn:
+            rows = conn.execute(query).all()
+        return [Waiting(status, count, to_utc(oldest)) for status, count, oldest in rows]
 
     def lookup(self, run_id: str) -> Record:
         """The run with ``run_id``; raises ``RecordNotFound``."""
