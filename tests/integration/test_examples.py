@@ -84,3 +84,19 @@ def test_a_filter_in_a_script_run_as_a_file_is_refused_with_what_to_do(tmp_path:
     )
     assert out.returncode == 1
     assert "weekdays belongs to a script run as `python file.py`; move it into a module" in out.stderr
+
+
+def test_the_one_time_codes_demo_reminds_once_verifies_one_code_and_expires_the_other() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "examples.one_time_codes", "demo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("expires in 10 minutes") == 2  # each reminder once
+    assert "verify with a wrong code: {'status': 'SENT'}" in out.stdout
+    assert "verify with the code: {'status': 'VERIFIED'}" in out.stdout
+    assert "+441234: VERIFIED after 3 versions" in out.stdout and "+449876: EXPIRED after 3 versions" in out.stdout
