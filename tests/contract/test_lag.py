@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.unit.workflows import Status, Thing, middle, start
 from workflow_celery import Builder, InProcessBroker, MemoryStore, RunState
-from workflow_celery.adapters.prometheus import PrometheusMetrics
+from workflow_celery.adapters.prometheus import DatabaseCollector
 from workflow_celery.core.lag import LagWatch, WaitingRuns, measure
 from workflow_celery.testing import FakeClock
 
@@ -57,14 +57,14 @@ def test_waiting_runs_count_the_initiated_and_running_runs_per_status(backend: B
     assert wf.lookup(paused).run_state == RunState.PAUSED
 
 
-def test_an_alert_is_logged_when_it_starts_and_ends_and_set_on_the_gauges(
+def test_an_alert_is_logged_when_it_starts_and_ends_and_read_by_the_gauges(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     clock = FakeClock()
     broker = InProcessBroker()
     registry = CollectorRegistry()
-    metrics = PrometheusMetrics(registry)
-    wf = lagging().build(broker, MemoryStore(), clock=clock, lag_alert=timedelta(minutes=10), metrics=metrics)
+    wf = lagging().build(broker, MemoryStore(), clock=clock, lag_alert=timedelta(minutes=10))
+    registry.register(DatabaseCollector([wf]))
     wf.trigger("a")
     watch = LagWatch()
     caplog.set_level(logging.INFO, logger="workflow_celery.core.lag")
@@ -91,8 +91,8 @@ def test_an_alert_is_logged_when_it_starts_and_ends_and_set_on_the_gauges(
 def test_without_a_threshold_there_is_no_alert_gauge() -> None:
     clock = FakeClock()
     registry = CollectorRegistry()
-    metrics = PrometheusMetrics(registry)
-    wf = lagging().build(InProcessBroker(), MemoryStore(), clock=clock, lag_alert=None, metrics=metrics)
+    wf = lagging().build(InProcessBroker(), MemoryStore(), clock=clock, lag_alert=None)
+    registry.register(DatabaseCollector([wf]))
     wf.trigger("a")
     clock.advance(timedelta(days=2))
     LagWatch().check(wf, clock.now())

@@ -116,6 +116,15 @@ class MemoryStore(MemoryDeadLetters, MemorySchedules):
             for msg in messages:
                 self._outbox.setdefault(msg.id, msg)
 
+    def runs_by_status(self, workflow_name: str) -> list[tuple[int, int, int]]:
+        counts: dict[tuple[int, int], int] = {}
+        with self._lock:
+            for r in self._records.values():
+                if r.workflow_name == workflow_name:
+                    key = (r.status, int(r.run_state))
+                    counts[key] = counts.get(key, 0) + 1
+        return [(status, state, n) for (status, state), n in sorted(counts.items())]
+
     def waiting_runs(self, workflow_name: str, statuses: Sequence[int]) -> list[Waiting]:
         wanted = set(statuses)
         found: dict[int, Waiting] = {}

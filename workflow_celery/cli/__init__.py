@@ -10,6 +10,7 @@ workflow-celery -A examples.orders runs resume|cancel|delete-data RUN_ID
 workflow-celery -A examples.orders queues
 workflow-celery -A examples.orders dead-letters list|show ID|discard ID
 workflow-celery -A examples.orders schedules list|slots FOREIGN_ID|remove FOREIGN_ID
+workflow-celery -A examples.orders metrics --port 9187             # or --once
 
 Errors are one line on stderr (exit status 1; 2 for usage errors);
 --traceback, or WORKFLOW_CELERY_TRACEBACK=1, shows the full trace instead.
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 
 from celery import Celery
 
-from . import db, dead_letters, hooks, runs, schedules
+from . import db, dead_letters, hooks, metrics, runs, schedules
 from .common import APP_ENV, TRACEBACK_ENV, URL_ENV, CliError, Parser, describe, find_workflows
 
 __all__ = ["APP_ENV", "TRACEBACK_ENV", "URL_ENV", "CliError", "describe", "find_workflows", "main", "parser"]
@@ -65,6 +66,7 @@ def parser(prog: str = "workflow-celery", *, loaded_by: str | None = None) -> ar
     dead_letters.add_commands(sub)
     hooks.add_commands(sub)
     schedules.add_commands(sub)
+    metrics.add_commands(sub)
     return p
 
 

@@ -294,7 +294,7 @@ class Engine(Generic[T, S]):
         self.store.scrub_history(record.run_id, replacement)
         now = self.clock.now()
         new = self.transitions.next_record(record, run_state=RunState.DATA_DELETED, obj=replacement, now=now)
-        if not self.transitions.commit(new, record.meta.version, now):
+        if not self.transitions.commit(new, record, now):
             return self.transitions.superseded(record)
         log.info("deleted the data of run %s of workflow %s", record.run_id, self.definition.name)
         return Outcome.DATA_DELETED

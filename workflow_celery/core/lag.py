@@ -5,9 +5,10 @@ figure whichever of them ran the steps: per status, the in-progress runs
 waiting there and the oldest one's wait, less the step's ``consume_lag``
 (a lagged step's runs are meant to wait that long). A status whose oldest
 wait exceeds its ``lag_alert`` is alerting: a WARNING line when it starts,
-again every ``REPEAT_ALERT`` while it lasts, an INFO line when it ends, and
-the gauges ``workflow_process_lag_seconds`` and ``workflow_process_lag_alert``
-(the original's names, luno/workflow) with ``process_name`` the status' queue.
+again every ``REPEAT_ALERT`` while it lasts, an INFO line when it ends; the
+gauges ``workflow_process_lag_seconds`` and ``workflow_process_lag_alert``
+(the original's names, luno/workflow; ``process_name`` is the status' queue)
+are measured again at each scrape (``adapters.prometheus.DatabaseCollector``).
 """
 
 from __future__ import annotations
@@ -37,10 +38,14 @@ class Waiting:
 
 @runtime_checkable
 class WaitingRuns(Protocol):
-    """The store role lag is measured from."""
+    """The store role lag and the run gauges are measured from."""
 
     def waiting_runs(self, workflow_name: str, statuses: Sequence[int]) -> list[Waiting]:
         """Initiated or running runs at each of ``statuses`` that has any: count and oldest ``updated_at``."""
+        ...
+
+    def runs_by_status(self, workflow_name: str) -> list[tuple[int, int, int]]:
+        """``(status, run_state, count)`` of the workflow's runs, for every pair that has any."""
         ...
 
 
@@ -80,17 +85,14 @@ def measure(wf: Workflow[Any, Any], now: datetime) -> list[Lag]:
 
 
 class LagWatch:
-    """Logs alerts as they start, last and end, and hands every measure to the workflow's metrics."""
+    """Logs alerts as they start, last and end (the gauges are read from the database on each scrape)."""
 
     def __init__(self) -> None:
         self._alerting: dict[str, datetime] = {}
 
     def check(self, wf: Workflow[Any, Any], now: datetime) -> list[Lag]:
         lags = measure(wf, now)
-        report = getattr(wf.options.metrics, "lag_measured", None)
         for lag in lags:
-            if report is not None:
-                report(wf.name, lag.process_name, lag.seconds, None if lag.threshold is None else lag.alert)
             self._log(wf, lag, now)
         return lags
 

@@ -21,7 +21,7 @@ from .codec import ObjectCodec
 from .definition import Definition
 from .doorbell import Planner
 from .errors import InvalidTransition
-from .ports import Clock, Dispatcher, OutboxMessage, RunStore
+from .ports import Clock, Dispatcher, Metrics, OutboxMessage, RunStore
 from .record import Meta, Record
 from .run import Directive, DirectiveKind, Run
 from .run_state import RunState, check_transition
@@ -43,6 +43,7 @@ class Transitions(Generic[T, S]):
         clock: Clock,
         codec: ObjectCodec[T],
         planner: Planner,
+        metrics: Metrics,
     ) -> None:
         self.definition = definition
         self.store = store
@@ -50,6 +51,7 @@ class Transitions(Generic[T, S]):
         self.clock = clock
         self.codec = codec
         self.planner = planner
+        self.metrics = metrics
 
     def next_record(
         self,
@@ -83,22 +85,24 @@ class Transitions(Generic[T, S]):
     def commit(
         self,
         new: Record,
-        expected_version: int,
+        current: Record,
         now: datetime,
         *,
         reset_errors: bool = False,
         keep_running: bool = False,
     ) -> bool:
-        """Compare-and-set ``new`` over ``expected_version``, then ring the next doorbells; False if it lost.
+        """Compare-and-set ``new`` over ``current`` (its version), then ring the next doorbells; False if it lost.
 
         ``keep_running``: the write is not made by the attempt that holds the run's step (an operator, a
         callback), so a step still running keeps the run until it ends (``RunStore.update_run``).
         """
         bells = self.planner.plan(new, now)
         if not self.store.update_run(
-            new, expected_version, bells.all, reset_errors=reset_errors, keep_running=keep_running
+            new, current.meta.version, bells.all, reset_errors=reset_errors, keep_running=keep_running
         ):
             return False
+        if new.run_state != current.run_state:
+            self.metrics.run_state_changed(self.definition.name, current.run_state, new.run_state)
         self.publish(bells.now)
         return True
 
@@ -141,16 +145,14 @@ class Transitions(Generic[T, S]):
             record.run_state, target, workflow=self.definition.name, run_id=record.run_id, foreign_id=record.foreign_id
         )
         new = self.next_record(record, run_state=target, reason=reason, now=now)
-        return self.commit(
-            new, record.meta.version, now, reset_errors=target == RunState.RUNNING, keep_running=keep_running
-        )
+        return self.commit(new, record, now, reset_errors=target == RunState.RUNNING, keep_running=keep_running)
 
     def pause(self, record: Record, reason: str, now: datetime) -> bool:
         """Pause an active run (a just-started one is seen as running); False if something else moved it first."""
         current = record.run_state.as_active
         check_transition(current, RunState.PAUSED, workflow=self.definition.name, run_id=record.run_id)
         new = self.next_record(record, run_state=RunState.PAUSED, reason=reason, now=now)
-        return self.commit(new, record.meta.version, now)
+        return self.commit(new, record, now)
 
     def apply(
         self,
@@ -189,7 +191,7 @@ class Transitions(Generic[T, S]):
         terminal = self.definition.graph.is_terminal(dest)
         run_state = RunState.COMPLETED if terminal else RunState.RUNNING
         new = self.next_record(record, status=dest, run_state=run_state, obj=obj, now=now)
-        if not self.commit(new, record.meta.version, now, keep_running=keep_running):
+        if not self.commit(new, record, now, keep_running=keep_running):
             return self.superseded(record)
         return Outcome.COMPLETED if terminal else Outcome.MOVED
 
@@ -210,7 +212,7 @@ class Transitions(Generic[T, S]):
             )
             new = self.next_record(record, run_state=target, obj=obj, reason=directive.reason, now=now)
             outcome = Outcome.PAUSED if target == RunState.PAUSED else Outcome.CANCELLED
-        if not self.commit(new, record.meta.version, now, keep_running=keep_running):
+        if not self.commit(new, record, now, keep_running=keep_running):
             return self.superseded(record)
         return outcome
 

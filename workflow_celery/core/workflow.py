@@ -7,6 +7,7 @@ import enum
 import json
 import logging
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -31,7 +32,7 @@ from .errors import (
 from .failures import Failures
 from .hooks import HookRunner
 from .options import WorkflowOptions
-from .ports import Clock, Dispatcher, HookErrors, NoMetrics, RecordStore, StepErrors
+from .ports import Clock, Dispatcher, HookErrors, Metrics, RecordStore, StepErrors, complete_metrics
 from .record import HistoryEntry, Meta, Record, TypedRecord
 from .run import call_user
 from .run_state import RunState
@@ -82,14 +83,14 @@ class Workflow(AwaitCalls[T, S], AsyncCalls[T, S], ScheduleCalls[T]):
         self.codec: ObjectCodec[T] = ObjectCodec(definition.name, definition.object_type)
         self.typed: Typed[T, S] = Typed(definition, self.codec)
         self.planner = Planner(definition, options)
+        self.metrics = metrics = complete_metrics(options.metrics)
         self.transitions: Transitions[T, S] = Transitions(
-            definition, store, dispatcher, clock, self.codec, self.planner
+            definition, store, dispatcher, clock, self.codec, self.planner, metrics
         )
         self.failures: Failures[T, S] = Failures(definition, store, store, self.transitions, clock, options)
         self.engine: Engine[T, S] = Engine(
             definition, store, clock, options, self.codec, self.typed, self.planner, self.transitions, self.failures
         )
-        metrics = options.metrics if options.metrics is not None else NoMetrics()
         self.hooks: HookRunner[T, S] = HookRunner(definition, store, clock, options, self.typed, metrics)
         self.scheduler: Scheduler[T] = Scheduler(
             definition.name, store, store, clock, self.codec, self._scheduled_trigger, options.err_backoff
@@ -114,7 +115,7 @@ class Workflow(AwaitCalls[T, S], AsyncCalls[T, S], ScheduleCalls[T]):
         """
         routes: dict[str, Handler] = {}
         for status, queue in self.definition.step_queues().items():
-            routes[queue] = _step_route(self.engine, status)
+            routes[queue] = _step_route(self.engine, status, self.metrics, queue)
         routes[self.definition.delete_queue()] = self.engine.handle_delete
         for event, specs in self.definition.hooks.items():
             if specs:
@@ -355,9 +356,12 @@ class Workflow(AwaitCalls[T, S], AsyncCalls[T, S], ScheduleCalls[T]):
         return f"<Workflow {self.name} statuses={len(self.definition.graph.nodes)} steps={len(self.definition.steps)}>"
 
 
-def _step_route(engine: Engine[Any, Any], status: int) -> Handler:
+def _step_route(engine: Engine[Any, Any], status: int, metrics: Metrics, queue: str) -> Handler:
     def handle(body: Any) -> Answer:
-        return engine.handle_step(status, body)
+        started = time.perf_counter()
+        answer = engine.handle_step(status, body)
+        metrics.doorbell_answered(engine.definition.name, queue, time.perf_counter() - started, answer.outcome.value)
+        return answer
 
     return handle
 

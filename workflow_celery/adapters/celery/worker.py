@@ -172,7 +172,7 @@ class RelayStep(bootsteps.StartStopStep):  # type: ignore[misc]
         if port:
             from ..prometheus import serve
 
-            serve(int(port), os.environ.get("WORKFLOW_CELERY_METRICS_ADDR", "127.0.0.1"))
+            serve(int(port), os.environ.get("WORKFLOW_CELERY_METRICS_ADDR", "127.0.0.1"), workflows)
 
     def stop(self, worker: Any) -> None:
         # The claims keep being renewed: a warm shutdown stops this step before the pool has finished the

@@ -200,6 +200,17 @@ class SQLStore(SQLErrorLog, SQLDeadLetters, SQLSchedules):
         with self._c.statement() as conn:
             return [to_record(row) for row in conn.execute(queries.STRANDED, params)]
 
+    def runs_by_status(self, workflow_name: str) -> list[tuple[int, int, int]]:
+        """``(status, run_state, count)`` of the workflow's runs (one indexed scan, grouped)."""
+        query = (
+            select(records.c.status, records.c.run_state, func.count())
+            .where(records.c.workflow_name == workflow_name)
+            .group_by(records.c.status, records.c.run_state)
+            .order_by(records.c.status, records.c.run_state)
+        )
+        with self._c.statement() as conn:
+            return [(int(status), int(state), int(n)) for status, state, n in conn.execute(query)]
+
     def waiting_runs(self, workflow_name: str, statuses: Sequence[int]) -> list[Waiting]:
         """Initiated or running runs at each of ``statuses``: how many, and the oldest ``updated_at``."""
         if not statuses:
