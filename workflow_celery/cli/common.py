@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 from celery import Celery
 
 from ..core.errors import WorkflowError
+from ..core.run_state import RunState
 from ..core.workflow import Workflow
 
 APP_ENV = "WORKFLOW_CELERY_APP"
@@ -141,3 +142,22 @@ def without_options(arguments: Sequence[str], names: Sequence[str]) -> list[str]
         elif not any(a.startswith(f"{name}=") for name in names if name.startswith("--")):
             kept.append(a)
     return kept
+
+
+def status_value(wf: Workflow[Any, Any], name: str) -> Any:
+    """The status named ``name`` (any case) of ``wf``; ``CliError`` listing the statuses otherwise."""
+    try:
+        return wf.definition.status_type[name.upper()]
+    except KeyError:
+        names = ", ".join(s.name for s in wf.definition.status_type if int(s) in wf.definition.graph)
+        raise CliError(f"unknown status {name!r} for workflow {wf.name}; statuses: {names}") from None
+
+
+def run_state_of(name: str) -> RunState:
+    """The run state named ``name`` (any case, ``-`` for ``_``); ``CliError`` listing them otherwise."""
+    try:
+        return RunState[name.upper().replace("-", "_")]
+    except KeyError:
+        raise CliError(
+            f"unknown run state {name!r}; run states: {', '.join(s.name.lower() for s in RunState)}"
+        ) from None

@@ -8,9 +8,9 @@ from typing import Any
 
 from ..core.errors import RecordNotFound
 from ..core.record import Record
-from ..core.run_state import RunState
 from ..core.workflow import Workflow
-from .common import CliError, find_workflows, not_negative, pick, positive
+from . import bulk
+from .common import CliError, find_workflows, not_negative, pick, positive, run_state_of, status_value
 
 
 def add_commands(sub: Any) -> None:
@@ -36,7 +36,9 @@ def add_commands(sub: Any) -> None:
         _add_run_selector(c)
         if action != "resume":
             c.add_argument("--reason", default="")
+        c.add_argument("--json", action="store_true")
         c.set_defaults(func=cmd_control, needs_app=True, action=action)
+    bulk.add_to(rsub)
 
 
 def _add_run_selector(command: argparse.ArgumentParser) -> None:
@@ -96,23 +98,6 @@ def _latest_run(workflows: dict[str, Workflow[Any, Any]], foreign_id: str) -> tu
     return found[0]
 
 
-def _status_value(wf: Workflow[Any, Any], name: str) -> Any:
-    try:
-        return wf.definition.status_type[name.upper()]
-    except KeyError:
-        names = ", ".join(s.name for s in wf.definition.status_type if int(s) in wf.definition.graph)
-        raise CliError(f"unknown status {name!r} for workflow {wf.name}; statuses: {names}") from None
-
-
-def _run_state(name: str) -> RunState:
-    try:
-        return RunState[name.upper().replace("-", "_")]
-    except KeyError:
-        raise CliError(
-            f"unknown run state {name!r}; run states: {', '.join(s.name.lower() for s in RunState)}"
-        ) from None
-
-
 def _row(wf: Workflow[Any, Any], r: Record) -> dict[str, Any]:
     return {
         "workflow": r.workflow_name,
@@ -130,8 +115,8 @@ def _row(wf: Workflow[Any, Any], r: Record) -> dict[str, Any]:
 def cmd_list(args: argparse.Namespace) -> int:
     wf = pick(find_workflows(args.app), args.workflow)
     filters: dict[str, Any] = {
-        "status": None if args.status is None else int(_status_value(wf, args.status)),
-        "run_state": None if args.run_state is None else _run_state(args.run_state),
+        "status": None if args.status is None else int(status_value(wf, args.status)),
+        "run_state": None if args.run_state is None else run_state_of(args.run_state),
         "foreign_id": args.foreign_id,
     }
     records = wf.store.list_runs(wf.name, **filters, limit=args.limit, offset=args.offset, order=args.order)
@@ -254,5 +239,8 @@ def cmd_control(args: argparse.Namespace) -> int:
     else:
         wf.delete_data(record.run_id, args.reason)
     after = wf.store.lookup(record.run_id)
+    if args.json:
+        print(json.dumps({**_row(wf, after), "previous_run_state": record.run_state.name}, indent=2))
+        return 0
     print(f"{wf.name} run {record.run_id} ({record.foreign_id}): {record.run_state.name} -> {after.run_state.name}")
     return 0
