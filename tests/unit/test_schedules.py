@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from workflow_celery import ConfigurationError, RunState
+from workflow_celery.core.scheduler import resolve_filter
 from workflow_celery.core.schedules import SlotOutcome, parse_spec, slot_run_id
 from workflow_celery.testing import FakeClock, in_process
 
@@ -316,3 +320,79 @@ def test_many_threads_firing_at_once_start_one_run_per_slot() -> None:
     runs = wf.list(limit=1000)
     assert len(runs) == 20 * 5
     assert len({r.run_id for r in runs}) == 100
+
+
+FLAKY_CALLS: list[datetime] = []
+
+
+def failing_for_a_while(foreign_id: str, slot: datetime) -> bool:
+    """Fails for its first five calls (a calendar service that is down), then allows every slot."""
+    FLAKY_CALLS.append(slot)
+    if len(FLAKY_CALLS) <= 5:
+        raise RuntimeError("the calendar service is down")
+    return True
+
+
+def test_a_slot_failing_for_minutes_is_retried_ever_less_often_and_never_counted_as_missed() -> None:
+    FLAKY_CALLS.clear()
+    clock = FakeClock(BASE)
+    wf, broker = in_process(chain(), clock=clock)
+    wf.schedule("report", "@hourly", filter=failing_for_a_while)
+    slot = datetime(2025, 1, 1, 11, 0, tzinfo=UTC)
+    clock.set(slot)
+    tries: list[datetime] = []
+    for _ in range(20 * 60 // 5):  # twenty minutes, a look every five seconds
+        if wf.fire_schedules_once():
+            tries.append(clock.now())
+        clock.advance(timedelta(seconds=5))
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(tries)]
+    assert len(FLAKY_CALLS) == 6 and all(s == slot for s in FLAKY_CALLS)  # the same slot, however late
+    assert gaps[:4] == sorted(gaps[:4]) and gaps[3] > gaps[0]  # ever less often
+    outcomes = [s.outcome for s in wf.schedule_slots("report")]
+    assert outcomes == [SlotOutcome.TRIGGERED] and SlotOutcome.MISSED not in outcomes
+    [schedule] = wf.schedules()
+    assert schedule.last_outcome == "triggered" and schedule.next_slot == slot + timedelta(hours=1)
+    broker.run_until_idle()
+    assert wf.list()[0].run_id == slot_run_id("chain", "report", slot)
+
+
+def test_a_failing_slot_is_shown_as_failed_until_it_fires() -> None:
+    clock = FakeClock(BASE)
+    wf, _ = in_process(chain(), clock=clock)
+    wf.schedule("report", "@hourly", filter=broken_filter)
+    clock.set(datetime(2025, 1, 1, 11, 30, tzinfo=UTC))  # 30 minutes late and failing
+    wf.fire_schedules_once()
+    [schedule] = wf.schedules()
+    assert (schedule.last_outcome, schedule.last_slot) == ("failed", datetime(2025, 1, 1, 11, 0, tzinfo=UTC))
+    assert schedule.leased_until == clock.now() + timedelta(minutes=5)  # half its age, at most five minutes
+
+
+def test_a_filter_in_a_module_beside_the_apps_is_found_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "besides_the_app.py").write_text(
+        "def weekdays(foreign_id, slot):\n    return slot.weekday() < 5\n", encoding="utf-8"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    found = resolve_filter("besides_the_app:weekdays")
+    assert found("x", datetime(2025, 1, 6, tzinfo=UTC)) is True
+    assert str(tmp_path) not in sys.path
+    with pytest.raises(ConfigurationError, match="keep filters in the app's module"):
+        resolve_filter("nowhere_at_all:weekdays")
+
+
+def test_messages_say_what_to_write_instead() -> None:
+    with pytest.raises(ConfigurationError, match=r"has 6 fields.*cron has no seconds field; use @every 30s"):
+        parse_spec("0 0 * * * *")
+    with pytest.raises(ConfigurationError) as three:
+        parse_spec("every 5 minutes")
+    assert "has 3 fields" in str(three.value) and "seconds" not in str(three.value)
+    with pytest.raises(ConfigurationError, match="such as 30 February, is refused too"):
+        parse_spec("0 0 30 2 *")
+    with pytest.raises(ConfigurationError, match="minute 0-59"):
+        parse_spec("60 * * * *")
+    assert parse_spec("@every 1 h 30 m").text == "@every 1h30m"
+    wf, _ = in_process(chain())
+    with pytest.raises(ConfigurationError, match="the function itself, not its name"):
+        wf.schedule("report", "@daily", filter="tests.unit.test_schedules:allow_listed")  # type: ignore[arg-type]

@@ -78,7 +78,10 @@ class MemorySchedules:
             for old in sorted(slots)[:-KEPT_SLOTS]:
                 del slots[old]
             if next_slot is None:
-                self._schedules[key] = replace(schedule, leased_until=lease_until)
+                self._schedules[key] = replace(
+                    schedule, leased_until=lease_until, last_slot=slot.slot_at, last_outcome=str(slot.outcome),
+                    last_run_id=slot.run_id,
+                )  # fmt: skip
             elif next_slot > schedule.next_slot:
                 self._schedules[key] = replace(
                     schedule, next_slot=next_slot, leased_until=None, last_slot=slot.slot_at,

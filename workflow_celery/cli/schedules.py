@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..core.schedules import Schedule, ScheduleSlot
 from ..core.workflow import Workflow
 from .common import CliError, find_workflows, pick, positive
+
+OVERDUE = timedelta(seconds=60)
+"""A next slot this far in the past means no worker is firing the schedule."""
 
 
 def add_commands(sub: Any) -> None:
@@ -85,12 +88,19 @@ def _workflows(args: argparse.Namespace) -> list[Workflow[Any, Any]]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = [_schedule_row(s) for wf in _workflows(args) for s in wf.schedules()]
+    found = [(wf, s) for wf in _workflows(args) for s in wf.schedules()]
+    rows = [_schedule_row(s) for _, s in found]
     if args.json:
         print(json.dumps({"schedules": rows}, indent=2))
         return 0
     _table(rows, ["workflow", "foreign_id", "spec", "time_zone", "next_slot", "last_slot", "last_outcome"])
     print(f"({len(rows)} schedule{'' if len(rows) == 1 else 's'})")
+    overdue = [s.foreign_id for wf, s in found if wf.clock.now() - s.next_slot > OVERDUE]
+    if overdue:
+        print(
+            f"{len(overdue)} schedule(s) due more than a minute ago and not fired ({', '.join(overdue[:5])}): "
+            "is a worker of the app running?"
+        )
     return 0
 
 

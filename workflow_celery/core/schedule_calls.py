@@ -46,9 +46,11 @@ class ScheduleCalls(Generic[T]):
         bool``, a module-level function (kept by name, as Celery keeps
         tasks), may veto a slot. Defining the same schedule again (at every
         start-up, say) changes nothing; a new spec or time zone starts from
-        the next slot after now. Raises ``ConfigurationError`` for a bad
-        spec, time zone, catch-up or filter, or a store that keeps no
-        schedules. (The original, luno/workflow, runs a schedule as a loop
+        the next slot after now; ``initial_value``, ``catch_up`` and
+        ``filter`` become the ones given. Raises ``ConfigurationError`` for a
+        bad spec, time zone, catch-up or filter, or a store that keeps no
+        schedules, and ``SerializationError`` for an initial value that is not
+        the object type. (The original, luno/workflow, runs a schedule as a loop
         in the calling process and allows single values per cron field.)
         """
         self.scheduler.schedule(

@@ -14,8 +14,10 @@ trigger does not skip its slot.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)
 """How long a worker holds a due schedule while it fires the slot; another takes over after it."""
 MIN_FAILED_SLOT_RETRY = timedelta(seconds=5)
+MAX_FAILED_SLOT_RETRY = timedelta(minutes=5)
 
 SlotFilter = Callable[[str, datetime], bool]
 """``filter(foreign_id, slot) -> bool``: False skips the slot. ``slot`` is aware, in the schedule's time zone."""
@@ -133,9 +136,15 @@ class Scheduler(Generic[T]):
 
     def _fire(self, store: ScheduleStore, schedule: Schedule, now: datetime) -> None:
         spec = parse_spec(schedule.spec, schedule.time_zone)
-        to_fire = spec.due(schedule.next_slot, now)
-        if schedule.next_slot <= now - GRACE:
-            missed, passed = spec.latest_due(schedule.next_slot, now - GRACE)
+        first = schedule.next_slot
+        if schedule.last_outcome == SlotOutcome.FAILED and schedule.last_slot == first:
+            # A worker saw this slot and it failed: it is tried again however late, never counted as missed.
+            if not self._fire_slot(store, schedule, spec, first, now, ""):
+                return
+            first = spec.next_after(first)
+        to_fire = spec.due(first, now)
+        if first <= now - GRACE:
+            missed, passed = spec.latest_due(first, now - GRACE)
             recent = spec.due(spec.next_after(missed), now)
             if schedule.catch_up == "latest" and not recent:
                 late = f"; {passed} earlier slot(s) missed" if passed else ""
@@ -159,14 +168,20 @@ class Scheduler(Generic[T]):
             text = f"{type(exc).__name__}: {exc}"
             log.warning(
                 "schedule %s of workflow %s: slot %s failed, trying again in %ss: %s",
-                schedule.foreign_id, self.workflow_name, slot.isoformat(), self._retry_after.total_seconds(), text,
+                schedule.foreign_id, self.workflow_name, slot.isoformat(), self._retry_delay(slot, now).total_seconds(),
+                text,
                 exc_info=exc,
             )  # fmt: skip
             failed = ScheduleSlot(self.workflow_name, schedule.foreign_id, slot, SlotOutcome.FAILED, "", text, now)
-            store.record_slot(failed, schedule.revision, None, now + self._retry_after)
+            store.record_slot(failed, schedule.revision, None, now + self._retry_delay(slot, now))
             return False
         self._keep(store, schedule, spec, slot, outcome, run_id, "; ".join(d for d in (detail, note) if d), now)
         return True
+
+    def _retry_delay(self, slot: datetime, now: datetime) -> timedelta:
+        """Half the failing slot's age, from ``retry_after`` up to ``MAX_FAILED_SLOT_RETRY``: a slot failing
+        for an hour is tried every few minutes, not every few seconds."""
+        return min(max(self._retry_after, (now - slot) / 2), MAX_FAILED_SLOT_RETRY)
 
     def _start(self, schedule: Schedule, spec: Spec, slot: datetime) -> tuple[SlotOutcome, str, str]:
         if schedule.filter and not resolve_filter(schedule.filter)(schedule.foreign_id, spec.local(slot)):
@@ -228,6 +243,8 @@ def filter_ref(fn: SlotFilter) -> str:
     script run as ``python file.py``, or anything else a worker could not
     import.
     """
+    if isinstance(fn, str):
+        raise ConfigurationError(f"a schedule's filter is the function itself, not its name: got {fn!r}")
     module = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", None)
     if not callable(fn) or not module or not qualname or "<" in qualname:
@@ -270,12 +287,36 @@ def resolve_filter(ref: str) -> SlotFilter:
     """The function ``module:qualname`` names. Raises ``ConfigurationError`` if it cannot be imported."""
     module_name, _, qualname = ref.partition(":")
     try:
-        found: Any = importlib.import_module(module_name)
+        found: Any = _import(module_name)
         for part in qualname.split("."):
             found = getattr(found, part)
     except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"schedule filter {ref} cannot be imported: {exc}") from exc
+        raise ConfigurationError(
+            f"schedule filter {ref} cannot be imported: {exc} (the worker imports it by name: keep filters in the "
+            "app's module, in a module it imports, or in one on PYTHONPATH)"
+        ) from exc
     if not callable(found):
         raise ConfigurationError(f"schedule filter {ref} is not callable")
     result: SlotFilter = found
     return result
+
+
+def _import(module_name: str) -> Any:
+    """Import ``module_name``; failing that, with the working directory on the path for the attempt.
+
+    ``celery -A app`` finds the app's module in the working directory but
+    leaves that directory off ``sys.path`` afterwards; a filter kept in a
+    module beside the app's is found the same way.
+    """
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        if exc.name != module_name.split(".")[0] or cwd in sys.path:
+            raise
+        sys.path.insert(0, cwd)
+        try:
+            return importlib.import_module(module_name)
+        finally:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(cwd)

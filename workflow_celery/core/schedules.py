@@ -63,6 +63,8 @@ ALIASES = {
     "@hourly": "0 * * * *",
 }
 
+FIELDS = "minute 0-59, hour 0-23, day of month 1-31, month 1-12 or JAN-DEC, day of week 0-7 or SUN-SAT"
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"(\d+)([smhd])")
 
@@ -195,7 +197,8 @@ def parse_spec(spec: str, time_zone: str = "UTC") -> Spec:
     text = " ".join(spec.split())
     zone = _zone(time_zone)
     if text.startswith("@every"):
-        return Spec(text, zone, None, _duration(text[len("@every") :].strip(), spec))
+        every = _duration(text[len("@every") :].strip(), spec)
+        return Spec("@every " + text[len("@every") :].replace(" ", ""), zone, None, every)
     if text.startswith("@"):
         cron = ALIASES.get(text.lower())
         if cron is None:
@@ -204,15 +207,20 @@ def parse_spec(spec: str, time_zone: str = "UTC") -> Spec:
                 + ", ".join(ALIASES)
             )
         return Spec(text, zone, cron, None)
-    if len(text.split(" ")) != 5:
+    count = len(text.split()) if text else 0
+    if count != 5:
+        seconds = " (cron has no seconds field; use @every 30s)" if count == 6 else ""
         raise ConfigurationError(
-            f"schedule spec {spec!r} has {len(text.split()) if text else 0} fields: a cron expression has five, "
-            "minute hour day-of-month month day-of-week (seconds are not supported; use @every 30s)"
+            f"schedule spec {spec!r} has {count} fields: a cron expression has five, {FIELDS}{seconds}; "
+            f"or use @every <duration> or one of {', '.join(ALIASES)}"
         )
     try:
         CronSim(text, datetime.now(UTC))
     except CronSimError as exc:
-        raise ConfigurationError(f"schedule spec {spec!r} is not a valid cron expression: {exc}") from exc
+        raise ConfigurationError(
+            f"schedule spec {spec!r} is not a valid cron expression: {exc} ({FIELDS}; a day that never comes, "
+            "such as 30 February, is refused too)"
+        ) from exc
     return Spec(text, zone, text, None)
 
 
@@ -290,8 +298,9 @@ class ScheduleStore(Protocol):
 
         With ``next_slot`` the schedule's next slot becomes it, its lease ends
         and its last slot, outcome and run are set, if its ``revision`` is
-        still ``revision`` and ``next_slot`` is later than the stored one;
-        otherwise (a failed slot) its lease is set to ``lease_until``. Only the
+        still ``revision`` and ``next_slot`` is later than the stored one.
+        Without (a failed slot, tried again), the next slot stays, the lease
+        becomes ``lease_until`` and the last slot, outcome and run are set. Only the
         newest ``KEPT_SLOTS`` slots of a schedule are kept. False when the
         schedule is gone or changed.
         """

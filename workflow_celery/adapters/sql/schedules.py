@@ -107,7 +107,14 @@ class SQLSchedules:
         )
         if next_slot is None:
             move = (
-                update(schedules).where(mine).values(leased_until=None if lease_until is None else to_utc(lease_until))
+                update(schedules)
+                .where(mine)
+                .values(
+                    leased_until=None if lease_until is None else to_utc(lease_until),
+                    last_slot=to_utc(slot.slot_at),
+                    last_outcome=str(slot.outcome),
+                    last_run_id=slot.run_id,
+                )
             )
         else:
             move = (

@@ -100,6 +100,7 @@ class ScheduleStoreContract(StoreContract):
         assert store.record_slot(slot(outcome=SlotOutcome.FAILED), 1, None, T0 + HOUR + 10 * SECOND)
         [held] = store.schedules("wf")
         assert held.next_slot == T0 + HOUR and held.leased_until == T0 + HOUR + 10 * SECOND
+        assert (held.last_slot, held.last_outcome) == (T0 + HOUR, "failed")
         assert store.take_due_schedules("wf", T0 + HOUR + 5 * SECOND, T0 + 2 * HOUR, 10) == []
         assert len(store.take_due_schedules("wf", T0 + HOUR + 10 * SECOND, T0 + 2 * HOUR, 10)) == 1
 
