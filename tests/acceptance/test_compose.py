@@ -50,17 +50,17 @@ def app_services() -> dict[str, dict[str, Any]]:
 def test_the_app_services_commands_are_the_ones_the_docs_show() -> None:
     docs = (ROOT / "docs" / "docker.md").read_text()
     services = app_services()
-    assert set(services) == {"migrate", "worker-steps", "worker-hooks", "flower", "metrics"}
+    assert set(services) == {"migrate", "worker-steps", "worker-hooks", "flower", "metrics", "ui"}
     for name, svc in services.items():
         assert f"`{' '.join(svc['command'])}`" in docs, name
         assert svc["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
     dockerfile = (DOCKER / "Dockerfile").read_text()
     [cmd] = re.findall(r"^CMD (\[.*\])$", dockerfile, re.M)
     assert json.loads(cmd) == services["worker-steps"]["command"]
-    assert "pip install '.[redis,flower]'" in dockerfile
+    assert "pip install '.[redis,flower,ui]'" in dockerfile
     extras = re.findall(r"^(\w+) = \[", (ROOT / "pyproject.toml").read_text(), re.M)
-    assert {"redis", "flower"} <= set(extras)
-    for name in ("worker-steps", "worker-hooks", "flower", "metrics"):
+    assert {"redis", "flower", "ui"} <= set(extras)
+    for name in ("worker-steps", "worker-hooks", "flower", "metrics", "ui"):
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
     assert services["migrate"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
     assert services["migrate"]["restart"] == "no"
@@ -178,11 +178,13 @@ def test_each_app_service_runs_its_command_as_written(
     tmp_path: Path,
 ) -> None:
     defined = app_services()
-    ports = {"worker-steps": free_port(), "worker-hooks": free_port(), "flower": free_port(), "metrics": free_port()}
+    ports = {name: free_port() for name in ("worker-steps", "worker-hooks", "flower", "metrics", "ui")}
 
     def env_of(name: str) -> dict[str, str]:
         env = {**os.environ, **{k: str(v) for k, v in defined[name]["environment"].items()}}
         env["WORKFLOW_CELERY_DATABASE_URL"], env["CELERY_BROKER_URL"] = pg_database, broker_url
+        if "WORKFLOW_CELERY_UI_TOKEN" in env:
+            env["WORKFLOW_CELERY_UI_TOKEN"] = "a-token-of-the-compose-test"
         if "WORKFLOW_CELERY_METRICS_PORT" in env and name in ports:
             env["WORKFLOW_CELERY_METRICS_PORT"] = str(ports[name])
             multiproc = tmp_path / f"prom-{name}"  # the image's PROMETHEUS_MULTIPROC_DIR
@@ -206,7 +208,7 @@ def test_each_app_service_runs_its_command_as_written(
     assert migrated.returncode == 0, (tmp_path / "migrate.log").read_text()
     assert migrate.current(pg_database) == migrate.head()
 
-    for name in ("worker-steps", "worker-hooks", "flower", "metrics"):
+    for name in ("worker-steps", "worker-hooks", "flower", "metrics", "ui"):
         services.append(Service(name, command_of(name), env_of(name), tmp_path / f"{name}.log"))
     steps, hooks = services[:2]
     for worker in (steps, hooks):
@@ -235,3 +237,10 @@ def test_each_app_service_runs_its_command_as_written(
     )
     hooks_metrics = get(f"http://127.0.0.1:{ports['worker-hooks']}/metrics")[1]
     assert "workflow_hook_executions_total{" in hooks_metrics
+
+    ui_url = f"http://127.0.0.1:{ports['ui']}"
+    wait_until(lambda: answering(f"{ui_url}/login"), 60, "the UI to answer")
+    assert "log in" in get(f"{ui_url}/runs")[1].lower()  # sent to the login form
+    request = urllib.request.Request(f"{ui_url}/runs", headers={"Authorization": "Bearer a-token-of-the-compose-test"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert "compose-1" in response.read().decode()

@@ -188,11 +188,14 @@ class MemoryStore(MemoryDeadLetters, MemorySchedules):
         run_state: RunState | None = None,
         foreign_id: str | None = None,
         run_id_prefix: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         limit: int = 25,
         offset: int = 0,
         order: Order = "desc",
     ) -> list[Record]:
         rows = self._matching(workflow_name, status, run_state, foreign_id, run_id_prefix)
+        rows = _created_between(rows, created_after, created_before)
         rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=(order == "desc"))
         return rows[offset : offset + limit]
 
@@ -204,8 +207,11 @@ class MemoryStore(MemoryDeadLetters, MemorySchedules):
         run_state: RunState | None = None,
         foreign_id: str | None = None,
         run_id_prefix: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> int:
-        return len(self._matching(workflow_name, status, run_state, foreign_id, run_id_prefix))
+        rows = self._matching(workflow_name, status, run_state, foreign_id, run_id_prefix)
+        return len(_created_between(rows, created_after, created_before))
 
     def _matching(
         self,
@@ -413,3 +419,7 @@ class MemoryStore(MemoryDeadLetters, MemorySchedules):
 def _held(row: OutboxMessage, now: datetime) -> bool:
     """A claim on the row that has not expired: its work is running."""
     return row.claimed_until is not None and row.claimed_until > now
+
+
+def _created_between(rows: list[Record], after: datetime | None, before: datetime | None) -> list[Record]:
+    return [r for r in rows if (after is None or r.created_at >= after) and (before is None or r.created_at < before)]

@@ -13,6 +13,7 @@ workflow-celery -A examples.orders schedules list|slots FOREIGN_ID|remove FOREIG
 workflow-celery -A examples.orders metrics --port 9187             # or --once
 workflow-celery -A examples.orders runs bulk resume --run-state paused --dry-run
 workflow-celery -A examples.orders status | graph [--out DIR]
+workflow-celery -A examples.orders ui --port 8089                  # the web UI, behind a token
 
 Errors are one line on stderr (exit status 1; 2 for usage errors);
 --traceback, or WORKFLOW_CELERY_TRACEBACK=1, shows the full trace instead.
@@ -27,7 +28,7 @@ from collections.abc import Sequence
 
 from celery import Celery
 
-from . import db, dead_letters, hooks, metrics, overview, runs, schedules
+from . import db, dead_letters, hooks, metrics, overview, runs, schedules, ui
 from .common import APP_ENV, TRACEBACK_ENV, URL_ENV, CliError, Parser, describe, find_workflows
 
 __all__ = ["APP_ENV", "TRACEBACK_ENV", "URL_ENV", "CliError", "describe", "find_workflows", "main", "parser"]
@@ -70,6 +71,7 @@ def parser(prog: str = "workflow-celery", *, loaded_by: str | None = None) -> ar
     schedules.add_commands(sub)
     metrics.add_commands(sub)
     overview.add_commands(sub)
+    ui.add_commands(sub)
     return p
 
 

@@ -142,11 +142,14 @@ class RunStore(Protocol):
         run_state: RunState | None = None,
         foreign_id: str | None = None,
         run_id_prefix: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         limit: int = 25,
         offset: int = 0,
         order: Order = "desc",
     ) -> list[Record]:
-        """Runs ordered by creation time (then run id); ``run_id_prefix`` matches the start of the run id."""
+        """Runs ordered by creation time (then run id); ``run_id_prefix`` matches the start of the run id;
+        ``created_after`` (inclusive) and ``created_before`` (exclusive) bound ``created_at``."""
         ...
 
     def count_runs(
@@ -157,6 +160,8 @@ class RunStore(Protocol):
         run_state: RunState | None = None,
         foreign_id: str | None = None,
         run_id_prefix: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> int:
         """How many runs match the filters of ``list_runs`` (every page, not one)."""
         ...

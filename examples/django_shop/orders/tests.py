@@ -112,6 +112,49 @@ class AdminTests(TestCase):
         self.assertEqual(wf.lookup(self.run_id).run_state, RunState.INITIATED)
 
 
+class RunsUITests(TestCase):
+    """The web UI mounted at /workflows/ (``workflow_celery.contrib.django.ui``)."""
+
+    def setUp(self) -> None:
+        self.admin = User.objects.create_superuser("admin", "admin@example.com", "not-a-secret")
+        self.run_id = place(self.client, "u-1", sku="<script>alert(1)</script>").json()["run_id"]
+
+    def test_anonymous_users_are_sent_to_the_admin_login(self) -> None:
+        response = self.client.get("/workflows/runs")
+        self.assertEqual(response.status_code, 302)
+        self.assertIn("/admin/login/", response["Location"])
+
+    def test_the_list_the_run_page_and_the_graph(self) -> None:
+        self.client.force_login(self.admin)
+        self.assertContains(self.client.get("/workflows/runs", {"foreign_id": "u-1"}), self.run_id)
+        self.assertNotContains(self.client.get("/workflows/runs", {"foreign_id": "u-2"}), self.run_id)
+        page = self.client.get(f"/workflows/runs/{self.run_id}")
+        self.assertContains(page, "&lt;script&gt;alert(1)&lt;/script&gt;")
+        self.assertNotContains(page, "<script>alert(1)")
+        self.assertContains(self.client.get("/workflows/graph/shop-orders"), "INITIATED 1")
+
+    def test_pausing_needs_the_csrf_token_and_resuming_in_bulk_counts_first(self) -> None:
+        client = Client(enforce_csrf_checks=True)
+        client.force_login(self.admin)
+        confirm = client.get(f"/workflows/runs/{self.run_id}/pause")
+        self.assertEqual(client.post(f"/workflows/runs/{self.run_id}/pause", {"reason": "x"}).status_code, 403)
+        self.assertEqual(wf.lookup(self.run_id).run_state, RunState.INITIATED)
+        token = confirm.context["csrf_token"] if confirm.context else client.cookies["csrftoken"].value
+        done = client.post(f"/workflows/runs/{self.run_id}/pause", {"csrfmiddlewaretoken": token, "reason": "check"})
+        self.assertEqual(done.status_code, 303)
+        self.assertEqual(wf.lookup(self.run_id).run_state, RunState.PAUSED)
+        self.assertContains(client.get("/workflows/bulk", {"workflow": "shop-orders"}), "1 paused run matches.")
+        client.post("/workflows/bulk", {"csrfmiddlewaretoken": token, "workflow": "shop-orders", "confirm": "resume"})
+        self.assertEqual(wf.lookup(self.run_id).run_state, RunState.RUNNING)
+
+    def test_staff_without_the_permission_may_look_but_not_change(self) -> None:
+        viewer = User.objects.create_user("viewer", is_staff=True)
+        self.client.force_login(viewer)
+        self.assertNotContains(self.client.get(f"/workflows/runs/{self.run_id}"), "/pause")
+        self.assertEqual(self.client.post(f"/workflows/runs/{self.run_id}/pause").status_code, 403)
+        self.assertEqual(wf.lookup(self.run_id).run_state, RunState.INITIATED)
+
+
 class CheckoutWithAWorkerTests(TransactionTestCase):
     """A real ``celery worker`` on the test database: what a committed view starts runs to the end."""
 

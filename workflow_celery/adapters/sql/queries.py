@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Delete, Select, Update, and_, bindparam, case, delete, exists, func, select
 
 from ...core.run_state import IN_PROGRESS_VALUES, RunState
-from .schema import UTCDateTime, history, hook_errors, outbox, records, step_errors, step_slots
+from .schema import UTCDateTime, history, hook_errors, outbox, records, step_errors, step_slots, to_utc
 
 LOOKUP: Select[Any] = select(records).where(records.c.run_id == bindparam("b_run_id"))
 
@@ -93,8 +94,14 @@ def run_filters(
     run_state: RunState | None,
     foreign_id: str | None,
     run_id_prefix: str | None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
 ) -> list[Any]:
     where: list[Any] = []
+    if created_after is not None:
+        where.append(records.c.created_at >= to_utc(created_after))
+    if created_before is not None:
+        where.append(records.c.created_at < to_utc(created_before))
     if workflow_name is not None:
         where.append(records.c.workflow_name == workflow_name)
     if status is not None:

@@ -253,12 +253,16 @@ class SQLStore(SQLErrorLog, SQLDeadLetters, SQLSchedules):
         run_state: RunState | None = None,
         foreign_id: str | None = None,
         run_id_prefix: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         limit: int = 25,
         offset: int = 0,
         order: Order = "desc",
     ) -> list[Record]:
         """Runs matching every given filter, ordered by (created_at, run_id), one page of them."""
-        where = queries.run_filters(workflow_name, status, run_state, foreign_id, run_id_prefix)
+        where = queries.run_filters(
+            workflow_name, status, run_state, foreign_id, run_id_prefix, created_after, created_before
+        )
         query = select(records).where(*where)
         if order == "desc":
             query = query.order_by(records.c.created_at.desc(), records.c.run_id.desc())
@@ -275,9 +279,13 @@ class SQLStore(SQLErrorLog, SQLDeadLetters, SQLSchedules):
         run_state: RunState | None = None,
         foreign_id: str | None = None,
         run_id_prefix: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> int:
         """How many runs match every given filter (all of them, whatever a page of ``list_runs`` shows)."""
-        where = queries.run_filters(workflow_name, status, run_state, foreign_id, run_id_prefix)
+        where = queries.run_filters(
+            workflow_name, status, run_state, foreign_id, run_id_prefix, created_after, created_before
+        )
         with self._c.statement() as conn:
             return int(conn.execute(select(func.count()).select_from(records).where(*where)).scalar_one())
 

@@ -81,6 +81,20 @@ class RunListingContract(StoreContract):
             2:5
         ]
 
+    def test_list_runs_by_creation_time(self, store: RecordStore) -> None:
+        records = _populate(store)
+        after, before = T0 + 5 * SECOND, T0 + 10 * SECOND  # inclusive, exclusive
+        expected = [
+            r.run_id for r in sorted(records, key=lambda r: (r.created_at, r.run_id)) if after <= r.created_at < before
+        ]
+        listed = store.list_runs(None, created_after=after, created_before=before, limit=100, order="asc")
+        assert [r.run_id for r in listed] == expected and len(expected) == 10
+        assert store.count_runs(None, created_after=after, created_before=before) == 10
+        assert store.count_runs("billing", created_after=after) == sum(
+            r.workflow_name == "billing" and r.created_at >= after for r in records
+        )
+        assert store.count_runs(None, created_before=T0) == 0
+
     def test_count_runs_counts_every_page(self, store: RecordStore) -> None:
         _populate(store)
         assert store.count_runs(None) == 53 and len(store.list_runs(None)) == 25

@@ -1,0 +1,186 @@
+"""The web UI through Flask's test client: login, pages, filters, actions, CSRF, escaping, bulk resume, graphs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.unit.workflows import Status, Thing, chain
+from workflow_celery import ConfigurationError, InProcessBroker, MemoryStore, RunState, Workflow
+from workflow_celery.testing import FakeClock
+from workflow_celery.ui.flask import blueprint, create_app
+
+TOKEN = "a-long-enough-test-token"
+EVIL = "<script>alert('x')</script>"
+
+
+@pytest.fixture
+def wf() -> Workflow[Thing, Status]:
+    return chain().build(InProcessBroker(), MemoryStore(), clock=FakeClock())
+
+
+@pytest.fixture
+def client(wf: Workflow[Thing, Status]) -> Iterator[FlaskClient]:
+    app = create_app([wf], TOKEN, mermaid_js="")
+    with app.test_client() as c:
+        yield c
+
+
+def csrf(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page) or re.search(r"name=csrf_token value='([^']+)'", page)
+    assert found, page
+    return found.group(1)
+
+
+def login(client: FlaskClient) -> None:
+    form = client.get("/login").get_data(as_text=True)
+    response = client.post("/login", data={"csrf_token": csrf(form), "token": TOKEN})
+    assert response.status_code == 303 and response.headers["Location"].endswith("/runs")
+
+
+def test_nothing_is_shown_without_the_token(client: FlaskClient, wf: Workflow[Thing, Status]) -> None:
+    run_id = wf.trigger("a")
+    for url in ("/runs", f"/runs/{run_id}", "/graph/chain", "/bulk", f"/runs/{run_id}/pause"):
+        response = client.get(url)
+        assert response.status_code == 302 and response.headers["Location"].endswith("/login"), url
+    assert client.post(f"/runs/{run_id}/pause", data={}).status_code == 302
+    form = client.get("/login").get_data(as_text=True)
+    wrong = client.post("/login", data={"csrf_token": csrf(form), "token": "guess"})
+    assert wrong.status_code == 401 and "That is not the token." in wrong.get_data(as_text=True)
+    assert client.get("/runs").status_code == 302
+    assert client.get("/runs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert wf.lookup(run_id).run_state == RunState.INITIATED
+
+
+def test_a_login_form_without_its_csrf_token_is_refused(client: FlaskClient) -> None:
+    assert client.post("/login", data={"token": TOKEN}).status_code == 400
+
+
+def test_the_runs_list_filters_and_pages(client: FlaskClient, wf: Workflow[Thing, Status]) -> None:
+    login(client)
+    broker = wf.dispatcher
+    assert isinstance(broker, InProcessBroker)
+    for i in range(60):
+        wf.trigger(f"order-{i:02d}")
+        if i == 29:
+            broker.drain()  # the first 30 complete, the others wait at START
+    page = client.get("/runs").get_data(as_text=True)
+    assert "60 runs, page 1 of 2" in page and page.count("<tr>") == 51  # the header and 50 runs
+    older = client.get("/runs?page=2").get_data(as_text=True)
+    assert older.count("<tr>") == 11
+    only = client.get("/runs?foreign_id=order-07").get_data(as_text=True)
+    assert "1 run<" in only and "order-07" in only and "order-08" not in only
+    done = int(re.search(r"(\d+) runs?", client.get("/runs?run_state=completed").get_data(as_text=True)).group(1))  # type: ignore[union-attr]
+    waiting = int(re.search(r"(\d+) runs?", client.get("/runs?status=START").get_data(as_text=True)).group(1))  # type: ignore[union-attr]
+    assert (done, waiting) == (30, 30)
+    assert "0 runs" in client.get("/runs?from=2030-01-01T00:00").get_data(as_text=True)
+    assert "60 runs" in client.get("/runs?from=2024-12-31T00:00&to=2025-01-02T00:00").get_data(as_text=True)
+    bad = client.get("/runs?status=NOWHERE")
+    assert bad.status_code == 400 and "unknown status" in bad.get_data(as_text=True)
+    assert client.get("/runs?from=yesterday").status_code == 400
+    live = client.get("/runs?live=1").get_data(as_text=True)
+    assert '<meta http-equiv="refresh" content="5">' in live
+
+
+def test_a_run_page_shows_everything_and_escapes_what_the_run_holds(
+    client: FlaskClient, wf: Workflow[Thing, Status]
+) -> None:
+    login(client)
+    run_id = wf.trigger(EVIL, initial_value=Thing(name=EVIL))
+    page = client.get(f"/runs/{run_id}").get_data(as_text=True)
+    assert EVIL not in page and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page
+    assert "chain.start" in page and f"{_first_doorbell(wf, run_id)}-attempt-1" in page  # pending, with its task id
+    listed = client.get("/runs").get_data(as_text=True)
+    assert EVIL not in listed
+    assert client.get("/runs/no-such-run").status_code == 404
+
+
+def _first_doorbell(wf: Workflow[Thing, Status], run_id: str) -> str:
+    [bell] = wf.store.outbox(run_id)
+    return bell.id
+
+
+def test_pause_and_resume_need_the_confirmation_form_and_its_csrf_token(
+    client: FlaskClient, wf: Workflow[Thing, Status]
+) -> None:
+    login(client)
+    run_id = wf.trigger("a")
+    assert isinstance(wf.dispatcher, InProcessBroker)
+    confirm = client.get(f"/runs/{run_id}/pause").get_data(as_text=True)
+    assert "Pause run" in confirm
+    assert client.post(f"/runs/{run_id}/pause", data={"reason": "x"}).status_code == 400  # no token
+    assert client.post(f"/runs/{run_id}/pause", data={"csrf_token": "forged"}).status_code == 400
+    assert wf.lookup(run_id).run_state == RunState.INITIATED
+    done = client.post(f"/runs/{run_id}/pause", data={"csrf_token": csrf(confirm), "reason": "looking into it"})
+    assert done.status_code == 303 and done.headers["Location"].endswith(f"/runs/{run_id}?done=pause")
+    paused = wf.lookup(run_id)
+    assert paused.run_state == RunState.PAUSED and paused.meta.run_state_reason == "looking into it"
+    refused = client.post(f"/runs/{run_id}/pause", data={"csrf_token": csrf(confirm)})
+    assert refused.status_code == 409 and "invalid run state transition" in refused.get_data(as_text=True)
+    client.post(f"/runs/{run_id}/resume", data={"csrf_token": csrf(confirm)})
+    assert wf.lookup(run_id).run_state == RunState.RUNNING
+    assert client.get(f"/runs/{run_id}/explode").status_code == 404
+
+
+def test_bulk_resume_counts_first_then_resumes(client: FlaskClient, wf: Workflow[Thing, Status]) -> None:
+    login(client)
+    ids = [wf.trigger(f"b-{i}") for i in range(7)]
+    for run_id in ids[:5]:
+        wf.pause(run_id, "incident")
+    page = client.get("/bulk?workflow=chain").get_data(as_text=True)
+    assert "5 paused runs match." in page
+    assert all(wf.lookup(r).run_state == RunState.PAUSED for r in ids[:5])  # counting changes nothing
+    assert client.post("/bulk", data={"workflow": "chain", "confirm": "resume"}).status_code == 400
+    result = client.post("/bulk", data={"csrf_token": csrf(page), "workflow": "chain", "confirm": "resume"})
+    assert "Resumed 5 of 5 runs" in result.get_data(as_text=True)
+    assert all(wf.lookup(r).run_state == RunState.RUNNING for r in ids[:5])
+
+
+def test_the_graph_shows_the_runs_at_each_status(client: FlaskClient, wf: Workflow[Thing, Status]) -> None:
+    login(client)
+    for i in range(3):
+        wf.trigger(f"g-{i}")
+    page = client.get("/graph/chain").get_data(as_text=True)
+    assert re.search(r">START</a></td><td>3</td>", page) and "INITIATED 3" in page
+    assert "stateDiagram-v2" in page and "<script" not in page  # no script: mermaid_js=""
+    assert client.get("/graph/nope").status_code == 404
+
+
+def test_every_page_is_sent_with_a_content_security_policy(client: FlaskClient) -> None:
+    login(client)
+    response = client.get("/runs")
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_the_blueprint_in_a_flask_app_of_yours_uses_your_login(wf: Workflow[Thing, Status]) -> None:
+    app = Flask(__name__)
+    app.secret_key = "test"
+    allowed: list[str] = []
+    app.register_blueprint(
+        blueprint([wf], authorize=lambda: allowed[0] if allowed else None, may_change=lambda: False),
+        url_prefix="/ops/workflows",
+    )
+    client = app.test_client()
+    assert client.get("/ops/workflows/runs").status_code == 401
+    allowed.append("ada@example.com")
+    page = client.get("/ops/workflows/runs").get_data(as_text=True)
+    assert "ada@example.com" in page and 'href="/ops/workflows/runs/' not in page  # no runs yet
+    run_id = wf.trigger("a")
+    run_page = client.get(f"/ops/workflows/runs/{run_id}").get_data(as_text=True)
+    assert "/pause" not in run_page  # may look, may not change
+    confirm = client.get(f"/ops/workflows/runs/{run_id}/pause").get_data(as_text=True)
+    token = csrf(client.get("/ops/workflows/bulk").get_data(as_text=True)) if "csrf_token" in confirm else "x"
+    refused = client.post(f"/ops/workflows/runs/{run_id}/pause", data={"csrf_token": token})
+    assert refused.status_code in (400, 403) and wf.lookup(run_id).run_state == RunState.INITIATED
+    with pytest.raises(ConfigurationError, match="authorize"):
+        blueprint([wf], authorize=None)  # type: ignore[arg-type]
+
+
+def test_a_short_token_is_refused(wf: Workflow[Thing, Status]) -> None:
+    with pytest.raises(ConfigurationError, match="at least 16 characters"):
+        create_app([wf], "short")

@@ -1,0 +1,108 @@
+"""The web UI for runs in a Django project: staff only, Django's login and CSRF protection.
+
+    # urls.py
+    path("workflows/", include("workflow_celery.contrib.django.ui")),
+
+Every page needs a staff user (``staff_member_required``: the admin's login);
+pausing, resuming, cancelling and deleting data need the permission the
+admin's actions need, ``workflow_celery.change_run``. Forms carry Django's
+CSRF token and ``CsrfViewMiddleware`` checks it. Settings
+``WORKFLOW_CELERY["UI_FLOWER_URL"]`` (Flower's URL, to link tasks) and
+``WORKFLOW_CELERY["UI_MERMAID_JS"]`` (the script drawing graphs; empty:
+text only) are optional. See ``docs/ui.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any, cast
+
+from django.conf import settings
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.middleware.csrf import get_token
+from django.urls import path, reverse
+from django.views.decorators.http import require_http_methods
+
+from ...ui.pages import DEFAULT_MERMAID_JS, Page, Redirect, RunsUI, UIRequest
+from .admin import workflows
+
+app_name = "workflow_celery_ui"
+PERMISSION = "workflow_celery.change_run"
+
+
+@lru_cache(maxsize=1)
+def _ui() -> RunsUI:
+    options = getattr(settings, "WORKFLOW_CELERY", {}) or {}
+    return RunsUI(
+        list(workflows().values()),
+        flower_url=str(options.get("UI_FLOWER_URL", "")),
+        mermaid_js=str(options.get("UI_MERMAID_JS", DEFAULT_MERMAID_JS)),
+    )
+
+
+def _request(request: HttpRequest) -> UIRequest:
+    base = reverse(f"{app_name}:runs").removesuffix("/runs")
+    user: Any = request.user
+    return UIRequest(
+        base=base.rstrip("/"), query=request.GET.dict(),
+        form=request.POST.dict() if request.method == "POST" else {},
+        csrf_name="csrfmiddlewaretoken", csrf_value=get_token(request),
+        may_change=bool(user.has_perm(PERMISSION)), user=str(user.get_username()),
+    )  # fmt: skip
+
+
+def _respond(result: Page | Redirect) -> HttpResponse:
+    if isinstance(result, Redirect):
+        response: HttpResponse = HttpResponseRedirect(result.location)
+        response.status_code = 303
+        return response
+    response = HttpResponse(result.html, status=result.status, content_type="text/html; charset=utf-8")
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    return HttpResponseRedirect(reverse(f"{app_name}:runs"))
+
+
+def runs(request: HttpRequest) -> HttpResponse:
+    return _respond(_ui().runs(_request(request)))
+
+
+def run(request: HttpRequest, run_id: str) -> HttpResponse:
+    return _respond(_ui().run(_request(request), run_id))
+
+
+def action(request: HttpRequest, run_id: str, action: str) -> HttpResponse:
+    ui = _ui()
+    if request.method == "POST":
+        return _respond(ui.act(_request(request), run_id, action))
+    return _respond(ui.confirm(_request(request), run_id, action))
+
+
+def bulk(request: HttpRequest) -> HttpResponse:
+    return _respond(_ui().bulk(_request(request)))
+
+
+def graph(request: HttpRequest, workflow: str) -> HttpResponse:
+    return _respond(_ui().graph(_request(request), workflow))
+
+
+View = Callable[..., HttpResponse]
+
+
+def _staff(view: View, *methods: str) -> View:
+    # Django ships no type hints: its decorators, typed.
+    return cast(View, staff_member_required(require_http_methods(list(methods))(view)))
+
+
+urlpatterns = [
+    path("", _staff(index, "GET"), name="index"),
+    path("runs", _staff(runs, "GET"), name="runs"),
+    path("runs/<str:run_id>", _staff(run, "GET"), name="run"),
+    path("runs/<str:run_id>/<str:action>", _staff(action, "GET", "POST"), name="action"),
+    path("bulk", _staff(bulk, "GET", "POST"), name="bulk"),
+    path("graph/<str:workflow>", _staff(graph, "GET"), name="graph"),
+]

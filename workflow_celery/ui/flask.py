@@ -1,0 +1,219 @@
+"""The web UI on Flask: a blueprint for your Flask app, and the standalone app of ``workflow-celery ui``.
+
+Mounted in your app (its own login decides who may look)::
+
+    from flask_login import current_user
+    from workflow_celery.ui.flask import blueprint
+
+    app.register_blueprint(
+        blueprint(workflows, authorize=lambda: current_user.is_authenticated and current_user.email),
+        url_prefix="/workflows",
+    )
+
+Standalone, behind a token: ``workflow-celery -A shop ui`` (see ``create_app``).
+Every state-changing request carries a token kept in Flask's signed session
+(so the app needs a ``SECRET_KEY``); a request without it is refused.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, Response, abort, redirect, request, session, url_for
+
+from ..core.errors import ConfigurationError
+from ..core.workflow import Workflow
+from .pages import DEFAULT_MERMAID_JS, Page, Redirect, RunsUI, UIRequest
+
+CSRF_FIELD = "csrf_token"
+_CSRF_KEY = "workflow_celery_ui_csrf"
+_USER_KEY = "workflow_celery_ui_user"
+TOKEN_ENV = "WORKFLOW_CELERY_UI_TOKEN"
+
+Authorize = Callable[[], Any]
+"""Returns who the user is (a name, or anything true) or something false to refuse the request."""
+
+
+def blueprint(
+    workflows: Sequence[Workflow[Any, Any]],
+    *,
+    authorize: Authorize,
+    may_change: Callable[[], bool] | None = None,
+    flower_url: str = "",
+    mermaid_js: str = DEFAULT_MERMAID_JS,
+    login_url: Callable[[], str] | None = None,
+    name: str = "workflow_ui",
+) -> Blueprint:
+    """The UI as a blueprint. ``authorize`` is required: nothing is shown to a request it refuses (401, or a
+    redirect to ``login_url()``). ``may_change`` (default: everyone let in) decides who may pause, resume,
+    cancel, delete data and resume in bulk."""
+    if not callable(authorize):
+        raise ConfigurationError("blueprint(authorize=...) must be a function saying who the user is")
+    ui = RunsUI(workflows, flower_url=flower_url, mermaid_js=mermaid_js)
+    bp = Blueprint(name, __name__)
+
+    def ui_request() -> UIRequest:
+        base = url_for(f"{bp.name}.index").rstrip("/")
+        user = authorize()
+        return UIRequest(
+            base=base, query=request.args.to_dict(), form=request.form.to_dict() if request.method == "POST" else {},
+            csrf_name=CSRF_FIELD, csrf_value=_csrf_token(), may_change=bool(may_change() if may_change else True),
+            user=user if isinstance(user, str) else "",
+        )  # fmt: skip
+
+    @bp.before_request
+    def guard() -> Any:
+        if not authorize():
+            if login_url is not None:
+                return redirect(login_url())
+            abort(401)
+        if request.method == "POST":
+            sent = request.form.get(CSRF_FIELD, "")
+            if not sent or not hmac.compare_digest(sent, session.get(_CSRF_KEY, "")):
+                abort(400, "the form's CSRF token is missing or wrong: reload the page and try again")
+        return None
+
+    @bp.after_request
+    def headers(response: Response) -> Response:
+        script = urlsplit(mermaid_js)
+        script_src = f"{script.scheme}://{script.netloc}" if script.netloc else "'self'"
+        response.headers["Content-Security-Policy"] = (
+            f"default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline' {script_src}; "
+            "frame-ancestors 'none'"
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "same-origin"
+        return response
+
+    @bp.get("/")
+    def index() -> Any:
+        return redirect(url_for(f"{bp.name}.runs"))
+
+    @bp.get("/runs")
+    def runs() -> Any:
+        return _respond(ui.runs(ui_request()))
+
+    @bp.get("/runs/<run_id>")
+    def run(run_id: str) -> Any:
+        return _respond(ui.run(ui_request(), run_id))
+
+    @bp.get("/runs/<run_id>/<action>")
+    def confirm(run_id: str, action: str) -> Any:
+        return _respond(ui.confirm(ui_request(), run_id, action))
+
+    @bp.post("/runs/<run_id>/<action>")
+    def act(run_id: str, action: str) -> Any:
+        return _respond(ui.act(ui_request(), run_id, action))
+
+    @bp.route("/bulk", methods=["GET", "POST"])
+    def bulk() -> Any:
+        return _respond(ui.bulk(ui_request()))
+
+    @bp.get("/graph/<workflow>")
+    def graph(workflow: str) -> Any:
+        return _respond(ui.graph(ui_request(), workflow))
+
+    return bp
+
+
+def _csrf_token() -> str:
+    token = session.get(_CSRF_KEY)
+    if not token:
+        token = session[_CSRF_KEY] = secrets.token_urlsafe(32)
+    return str(token)
+
+
+def _respond(result: Page | Redirect) -> Any:
+    if isinstance(result, Redirect):
+        return redirect(result.location, code=303)
+    return Response(result.html, status=result.status, content_type="text/html; charset=utf-8")
+
+
+def create_app(
+    workflows: Sequence[Workflow[Any, Any]],
+    token: str,
+    *,
+    flower_url: str = "",
+    mermaid_js: str = DEFAULT_MERMAID_JS,
+    secret_key: str | None = None,
+) -> Flask:
+    """The standalone UI: a login page asking for ``token``, then the UI at ``/``.
+
+    ``Authorization: Bearer <token>`` is accepted as well (for scripts). The
+    session cookie is signed with ``secret_key`` (default: a random key, so a
+    restart logs everyone out).
+    """
+    if not token or len(token) < 16:
+        raise ConfigurationError("the UI's token must be at least 16 characters")
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=secret_key or secrets.token_hex(32),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+    )
+
+    def authorized() -> Any:
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer ") and hmac.compare_digest(header[7:], token):
+            return "token"
+        return session.get(_USER_KEY)
+
+    @app.get("/login")
+    def login_form() -> Any:
+        return _login_page(_csrf_token(), "")
+
+    @app.post("/login")
+    def login() -> Any:
+        sent = request.form.get(CSRF_FIELD, "")
+        if not sent or not hmac.compare_digest(sent, session.get(_CSRF_KEY, "")):
+            abort(400, "the form's CSRF token is missing or wrong: reload the page and try again")
+        if not hmac.compare_digest(request.form.get("token", ""), token):
+            return _login_page(_csrf_token(), "That is not the token."), 401
+        session[_USER_KEY] = "operator"
+        return redirect(url_for("workflow_ui.runs"), code=303)
+
+    @app.post("/logout")
+    def logout() -> Any:
+        session.pop(_USER_KEY, None)
+        return redirect(url_for("login_form"), code=303)
+
+    app.register_blueprint(
+        blueprint(
+            workflows, authorize=authorized, flower_url=flower_url, mermaid_js=mermaid_js,
+            login_url=lambda: url_for("login_form"),
+        ),
+        url_prefix="",
+    )  # fmt: skip
+    return app
+
+
+def _login_page(csrf: str, message: str) -> str:
+    from markupsafe import escape
+
+    note = f'<p class="error">{escape(message)}</p>' if message else ""
+    return (
+        "<!doctype html><html lang=en><meta charset=utf-8><title>Log in · workflow-celery</title>"
+        "<body style='font:14px system-ui;margin:40px'><h1>workflow-celery</h1>"
+        f"{note}<form method=post action=login><input type=hidden name={CSRF_FIELD} value='{escape(csrf)}'>"
+        "<label>Token <input name=token type=password autofocus size=50></label> <button type=submit>Log in</button>"
+        "</form><p>The token is the one <code>workflow-celery ui</code> printed, or $"
+        f"{TOKEN_ENV}.</p></body></html>"
+    )
+
+
+def app_from_env() -> Flask:
+    """The standalone app for a WSGI server: the workflows of ``$WORKFLOW_CELERY_APP``, the token of
+    ``$WORKFLOW_CELERY_UI_TOKEN``: ``gunicorn 'workflow_celery.ui.flask:app_from_env()'``."""
+    from ..cli.common import APP_ENV, find_workflows
+
+    module, token = os.environ.get(APP_ENV), os.environ.get(TOKEN_ENV)
+    if not module or not token:
+        raise ConfigurationError(f"set {APP_ENV} (the module that builds your workflows) and {TOKEN_ENV}")
+    return create_app(
+        list(find_workflows(module).values()), token, secret_key=os.environ.get("WORKFLOW_CELERY_UI_SECRET")
+    )

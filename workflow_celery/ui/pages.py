@@ -1,0 +1,333 @@
+"""``RunsUI``: every page of the web UI and every action, as functions of a request, for any web framework.
+
+An adapter turns its framework's request into a ``UIRequest`` (the path's
+parameters, the query, the form, the CSRF field to embed and whether the
+user may change runs) and a ``Page`` or ``Redirect`` back into a response.
+Templates are Jinja2 with autoescaping: nothing from a run is written
+unescaped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from ..core.doorbell import task_id
+from ..core.errors import InvalidRunStateTransition, RecordNotFound, WorkflowError
+from ..core.lag import WaitingRuns
+from ..core.record import Record
+from ..core.run_state import RunState
+from ..core.workflow import Workflow
+
+PAGE_SIZE = 50
+HISTORY_SHOWN = 100
+BULK_LIMIT = 10_000
+ACTIONS = {"pause": "Pause", "resume": "Resume", "cancel": "Cancel", "delete-data": "Delete the data of"}
+LIVE_SECONDS = 5
+DEFAULT_MERMAID_JS = "https://cdn.jsdelivr.net/npm/mermaid@11/dist/mermaid.min.js"
+"""The script that draws the graphs in the browser; without it (``""``) the diagram shows as mermaid text."""
+
+
+@dataclass(frozen=True)
+class UIRequest:
+    """What a page needs of a request, whatever the framework."""
+
+    base: str
+    """The URL prefix the UI is mounted at, without a trailing slash (``""`` at the root)."""
+    query: Mapping[str, str] = field(default_factory=dict)
+    form: Mapping[str, str] = field(default_factory=dict)
+    csrf_name: str = ""
+    csrf_value: str = ""
+    may_change: bool = True
+    """Whether the user may pause, resume, cancel and delete (a host's permission)."""
+    user: str = ""
+
+
+@dataclass(frozen=True)
+class Page:
+    html: str
+    status: int = 200
+
+
+@dataclass(frozen=True)
+class Redirect:
+    location: str
+
+
+Response = Page | Redirect
+
+
+class RunsUI:
+    """The pages of the workflows it is given. ``flower_url``: where Flower is, to link each task to it."""
+
+    def __init__(self, workflows: Sequence[Workflow[Any, Any]], *, flower_url: str = "", mermaid_js: str = "") -> None:
+        self.workflows = {wf.name: wf for wf in sorted(workflows, key=lambda w: w.name)}
+        self.flower_url = flower_url.rstrip("/")
+        self.mermaid_js = mermaid_js
+        self.env = Environment(
+            loader=PackageLoader("workflow_celery.ui", "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    def _render(self, request: UIRequest, template: str, status: int = 200, **context: Any) -> Page:
+        html = self.env.get_template(template).render(
+            base=request.base, csrf_name=request.csrf_name, csrf_value=request.csrf_value,
+            may_change=request.may_change, user=request.user, workflows=list(self.workflows), **context,
+        )  # fmt: skip
+        return Page(html, status)
+
+    def _workflow(self, name: str | None) -> Workflow[Any, Any]:
+        if name in self.workflows:
+            return self.workflows[name]
+        if name in (None, "") and self.workflows:
+            return next(iter(self.workflows.values()))
+        raise LookupError(f"no workflow named {name!r}")
+
+    def not_found(self, request: UIRequest, what: str) -> Page:
+        return self._render(request, "error.html", 404, title="Not found", message=what)
+
+    def refused(self, request: UIRequest, what: str, status: int = 403) -> Page:
+        return self._render(request, "error.html", status, title="Refused", message=what)
+
+    # -- the runs list -----------------------------------------------------------
+
+    def runs(self, request: UIRequest) -> Page:
+        q = request.query
+        try:
+            wf = self._workflow(q.get("workflow"))
+            filters = self._filters(wf, q)
+        except (LookupError, ValueError) as exc:
+            return self._render(request, "error.html", 400, title="Bad filter", message=str(exc))
+        page = max(_int(q.get("page"), 1), 1)
+        records = wf.store.list_runs(wf.name, **filters, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+        total = wf.store.count_runs(wf.name, **filters)
+        kept = {k: v for k, v in q.items() if v and k != "page"}
+        return self._render(
+            request, "runs.html", wf=wf.name, rows=[self._row(wf, r) for r in records], total=total, page=page,
+            pages=max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1), query=kept,
+            statuses=[wf.definition.status_name(s) for s in wf.definition.graph.nodes],
+            run_states=[s.name for s in RunState], live=q.get("live") == "1", live_seconds=LIVE_SECONDS,
+            page_url=lambda n: f"{request.base}/runs?{urlencode({**kept, 'page': n})}",
+        )  # fmt: skip
+
+    def _filters(self, wf: Workflow[Any, Any], q: Mapping[str, str]) -> dict[str, Any]:
+        filters: dict[str, Any] = {}
+        if q.get("status"):
+            try:
+                filters["status"] = int(wf.definition.status_type[q["status"].upper()])
+            except KeyError:
+                raise ValueError(f"unknown status {q['status']!r} of workflow {wf.name}") from None
+        if q.get("run_state"):
+            try:
+                filters["run_state"] = RunState[q["run_state"].upper()]
+            except KeyError:
+                raise ValueError(f"unknown run state {q['run_state']!r}") from None
+        if q.get("foreign_id"):
+            filters["foreign_id"] = q["foreign_id"]
+        for key, name in (("created_after", "from"), ("created_before", "to")):
+            if q.get(name):
+                filters[key] = _when(q[name], name)
+        return filters
+
+    def _row(self, wf: Workflow[Any, Any], r: Record) -> dict[str, Any]:
+        return {
+            "run_id": r.run_id, "foreign_id": r.foreign_id, "status": wf.definition.status_name(r.status),
+            "run_state": r.run_state.name, "version": r.meta.version, "reason": r.meta.run_state_reason,
+            "created_at": _at(r.created_at), "updated_at": _at(r.updated_at),
+        }  # fmt: skip
+
+    # -- one run -------------------------------------------------------------------
+
+    def _find(self, run_id: str) -> tuple[Workflow[Any, Any], Record] | None:
+        for wf in self.workflows.values():
+            try:
+                record = wf.store.lookup(run_id)
+            except RecordNotFound:
+                continue
+            if record.workflow_name in self.workflows:
+                return self.workflows[record.workflow_name], record
+        return None
+
+    def run(self, request: UIRequest, run_id: str) -> Page:
+        found = self._find(run_id)
+        if found is None:
+            return self.not_found(request, f"run {run_id} not found")
+        wf, record = found
+        history = wf.store.history(run_id)
+        shown = history[-HISTORY_SHOWN:]
+        timeline = []
+        for i, h in enumerate(shown):
+            before = shown[i - 1].created_at if i else None
+            timeline.append({
+                "version": h.version, "status": wf.definition.status_name(h.status), "run_state": h.run_state.name,
+                "reason": h.reason, "at": _at(h.created_at),
+                "after": "" if before is None else _duration(h.created_at - before),
+            })  # fmt: skip
+        pending = [
+            {
+                "id": m.id, "queue": m.queue, "kind": str(getattr(m.kind, "value", m.kind)), "due_at": _at(m.due_at),
+                "published": m.attempts, "task_id": task_id(m.id, m.retries + 1),
+            }
+            for m in wf.store.outbox(run_id)
+        ]  # fmt: skip
+        errors = [
+            {"status": wf.definition.status_name(e.status), "count": e.count, "type": e.last_error.error_type,
+             "message": e.last_error.message, "traceback": e.last_error.traceback, "at": _at(e.last_error.occurred_at)}
+            for e in wf.store.errors(run_id)
+        ]  # fmt: skip
+        hook_errors = [
+            {"hook": e.hook, "count": e.count, "type": e.last_error.error_type, "message": e.last_error.message,
+             "at": _at(e.last_error.occurred_at), "pending": any(p["id"] == e.message_id for p in pending)}
+            for e in wf.store.hook_errors(run_id)
+        ]  # fmt: skip
+        try:
+            obj = json.dumps(json.loads(record.object), indent=2, ensure_ascii=False)
+        except ValueError:
+            obj = record.object.decode("utf-8", "replace")
+        return self._render(
+            request, "run.html", wf=wf.name, run=self._row(wf, record), object=obj, timeline=timeline,
+            hidden=len(history) - len(shown), pending=pending, errors=errors, hook_errors=hook_errors,
+            trace_origin=record.meta.trace_origin, flower=self.flower_url, actions=ACTIONS,
+            done=request.query.get("done", ""),
+        )  # fmt: skip
+
+    def confirm(self, request: UIRequest, run_id: str, action: str) -> Page:
+        if action not in ACTIONS:
+            return self.not_found(request, f"no action {action!r}")
+        found = self._find(run_id)
+        if found is None:
+            return self.not_found(request, f"run {run_id} not found")
+        wf, record = found
+        return self._render(
+            request, "confirm.html", wf=wf.name, run=self._row(wf, record), action=action, verb=ACTIONS[action]
+        )
+
+    def act(self, request: UIRequest, run_id: str, action: str) -> Response:
+        """Pause, resume, cancel or delete the data of one run (after the confirmation form)."""
+        if not request.may_change:
+            return self.refused(request, "you may look at runs but not change them")
+        if action not in ACTIONS:
+            return self.not_found(request, f"no action {action!r}")
+        found = self._find(run_id)
+        if found is None:
+            return self.not_found(request, f"run {run_id} not found")
+        wf, _ = found
+        reason = request.form.get("reason", "").strip() or f"from the web UI by {request.user or 'an operator'}"
+        try:
+            _ACT[action](wf, run_id, reason)
+        except InvalidRunStateTransition as exc:
+            return self.refused(request, str(exc), 409)
+        return Redirect(f"{request.base}/runs/{run_id}?{urlencode({'done': action})}")
+
+    # -- bulk resume -----------------------------------------------------------------
+
+    def bulk(self, request: UIRequest) -> Page:
+        """Resume every paused run a filter matches: the count first (a dry run), then the change."""
+        source = request.form if request.form else request.query
+        try:
+            wf = self._workflow(source.get("workflow"))
+            filters = {**self._filters(wf, source), "run_state": RunState.PAUSED}
+        except (LookupError, ValueError) as exc:
+            return self._render(request, "error.html", 400, title="Bad filter", message=str(exc))
+        matched = wf.store.count_runs(wf.name, **filters)
+        result: dict[str, Any] | None = None
+        if request.form.get("confirm") == "resume":
+            if not request.may_change:
+                return self.refused(request, "you may look at runs but not change them")
+            result = _resume_all(wf, filters)
+        kept = {k: v for k, v in source.items() if v and k in ("workflow", "status", "foreign_id", "from", "to")}
+        return self._render(request, "bulk.html", wf=wf.name, matched=matched, query=kept, result=result)
+
+    # -- graphs ------------------------------------------------------------------------
+
+    def graph(self, request: UIRequest, name: str) -> Page:
+        try:
+            wf = self._workflow(name)
+        except LookupError as exc:
+            return self.not_found(request, str(exc))
+        counts: dict[int, dict[str, int]] = {}
+        if isinstance(wf.store, WaitingRuns):
+            for status, state, count in wf.store.runs_by_status(wf.name):
+                counts.setdefault(status, {})[RunState(state).name] = count
+        rows = [
+            {
+                "status": wf.definition.status_name(s),
+                "counts": counts.get(s, {}),
+                "total": sum(counts.get(s, {}).values()),
+            }
+            for s in wf.definition.graph.nodes
+        ]
+        return self._render(
+            request, "graph.html", wf=wf.name, diagram=wf.visualise(), rows=rows, mermaid_js=self.mermaid_js
+        )
+
+
+def _pause(wf: Workflow[Any, Any], run_id: str, reason: str) -> None:
+    wf.pause(run_id, reason)
+
+
+def _resume(wf: Workflow[Any, Any], run_id: str, reason: str) -> None:
+    wf.resume(run_id)
+
+
+def _cancel(wf: Workflow[Any, Any], run_id: str, reason: str) -> None:
+    wf.cancel(run_id, reason)
+
+
+def _delete(wf: Workflow[Any, Any], run_id: str, reason: str) -> None:
+    wf.delete_data(run_id, reason)
+
+
+_ACT: dict[str, Callable[[Workflow[Any, Any], str, str], None]] = {
+    "pause": _pause, "resume": _resume, "cancel": _cancel, "delete-data": _delete,
+}  # fmt: skip
+
+
+def _resume_all(wf: Workflow[Any, Any], filters: dict[str, Any]) -> dict[str, Any]:
+    ids = [r.run_id for r in wf.store.list_runs(wf.name, **filters, limit=BULK_LIMIT, order="asc")]
+    resumed, refused = 0, 0
+    for run_id in ids:
+        try:
+            wf.resume(run_id)
+            resumed += 1
+        except WorkflowError:
+            refused += 1
+    return {"tried": len(ids), "resumed": resumed, "refused": refused, "limit": BULK_LIMIT}
+
+
+def _int(text: str | None, default: int) -> int:
+    try:
+        return int(text) if text else default
+    except ValueError:
+        return default
+
+
+def _when(text: str, name: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name}: {text!r} is not a date and time such as 2026-12-01T09:30") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _at(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    if seconds < 1:
+        return f"+{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"+{seconds:.1f} s"
+    if seconds < 7200:
+        return f"+{seconds / 60:.1f} min"
+    return f"+{seconds / 3600:.1f} h"
