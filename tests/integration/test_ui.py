@@ -121,6 +121,10 @@ def test_pause_and_resume_need_the_confirmation_form_and_its_csrf_token(
     assert paused.run_state == RunState.PAUSED and paused.meta.run_state_reason == "looking into it"
     refused = client.post(f"/runs/{run_id}/pause", data={"csrf_token": csrf(confirm)})
     assert refused.status_code == 409 and "invalid run state transition" in refused.get_data(as_text=True)
+    offered = client.get(f"/runs/{run_id}?done=pause").get_data(as_text=True)
+    assert "Done: paused." in offered
+    assert f"/runs/{run_id}/resume" in offered and f"/runs/{run_id}/pause" not in offered  # what the state allows
+    assert "Done:" not in client.get(f"/runs/{run_id}?done=anything+at+all").get_data(as_text=True)
     client.post(f"/runs/{run_id}/resume", data={"csrf_token": csrf(confirm)})
     assert wf.lookup(run_id).run_state == RunState.RUNNING
     assert client.get(f"/runs/{run_id}/explode").status_code == 404
@@ -135,8 +139,12 @@ def test_bulk_resume_counts_first_then_resumes(client: FlaskClient, wf: Workflow
     assert "5 paused runs match." in page
     assert all(wf.lookup(r).run_state == RunState.PAUSED for r in ids[:5])  # counting changes nothing
     assert client.post("/bulk", data={"workflow": "chain", "confirm": "resume"}).status_code == 400
-    result = client.post("/bulk", data={"csrf_token": csrf(page), "workflow": "chain", "confirm": "resume"})
-    assert "Resumed 5 of 5 runs" in result.get_data(as_text=True)
+    result = client.post(
+        "/bulk", data={"csrf_token": csrf(page), "workflow": "chain", "confirm": "resume"}, follow_redirects=True
+    )
+    shown = result.get_data(as_text=True)
+    assert "Resumed 5 of 5 runs" in shown and "0 paused runs match." in shown and "resume-all" not in shown
+    assert result.request.method == "GET"  # reloading the result page resumes nothing again
     assert all(wf.lookup(r).run_state == RunState.RUNNING for r in ids[:5])
 
 
@@ -184,3 +192,38 @@ def test_the_blueprint_in_a_flask_app_of_yours_uses_your_login(wf: Workflow[Thin
 def test_a_short_token_is_refused(wf: Workflow[Thing, Status]) -> None:
     with pytest.raises(ConfigurationError, match="at least 16 characters"):
         create_app([wf], "short")
+
+
+def test_odd_input_is_a_clear_refusal_never_a_crash(client: FlaskClient, wf: Workflow[Thing, Status]) -> None:
+    login(client)
+    run_id = wf.trigger("a")
+    assert client.get("/runs?page=99999999999999999999999").status_code == 200
+    assert client.get("/runs?page=-1").status_code == 200
+    nul = client.get("/runs?foreign_id=%00")
+    assert nul.status_code == 400 and "foreign_id" in nul.get_data(as_text=True)
+    assert client.get("/bulk?foreign_id=%00").status_code == 400
+    assert client.get("/runs/%00").status_code == 404
+    assert client.get("/runs/" + "x" * 500).status_code == 404
+    backwards = client.get("/runs?from=2025-01-02T00:00&to=2025-01-01T00:00")
+    assert backwards.status_code == 400 and "earlier than" in backwards.get_data(as_text=True)
+    prefix = client.get(f"/runs/{run_id[:8]}")
+    assert prefix.status_code == 303 and prefix.headers["Location"].endswith(f"/runs/{run_id}")
+
+
+def test_scripts_use_the_token_as_a_bearer_and_a_wrong_one_is_a_401(
+    client: FlaskClient, wf: Workflow[Thing, Status]
+) -> None:
+    run_id = wf.trigger("a")
+    assert client.get("/runs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    paused = client.post(f"/runs/{run_id}/pause", data={"reason": "script"}, headers=bearer)
+    assert paused.status_code == 303 and wf.lookup(run_id).run_state == RunState.PAUSED
+
+
+def test_logging_out_needs_the_form(client: FlaskClient) -> None:
+    login(client)
+    page = client.get("/runs").get_data(as_text=True)
+    assert 'id="logout"' in page
+    assert client.post("/logout").status_code == 400
+    out = client.post("/logout", data={"csrf_token": csrf(page)})
+    assert out.status_code == 303 and client.get("/runs").status_code == 302

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 from datetime import timedelta
@@ -114,7 +115,8 @@ def test_a_failing_event_is_retried_then_parked_as_a_dead_letter() -> None:
     assert calls == ["e-1", "e-1", "e-1", "e-2", "e-2"] and source.acked == ["e-1", "e-2"]
     [parked] = store.dead_letters()
     assert parked.queue == parked_queue(wf, spec) == "connector:chain.orders-in"
-    assert parked.reason.startswith("failed 3 times: RuntimeError: the CRM is down")
+    assert parked.reason == "failed 3 times: RuntimeError: the CRM is down"  # one line; the traceback apart
+    assert "Traceback (most recent call last)" in json.loads(parked.headers)["traceback"]
     assert (
         parked.body == b'{"id": "e-1"}' and parked.worker == "worker-1" and '"foreign_id": "order-1"' in parked.headers
     )

@@ -76,14 +76,14 @@ def test_run_gauges_are_read_from_the_store_at_each_scrape() -> None:
         labels = {"workflow_name": "chain", "status": status, "run_state": state}
         return registry.get_sample_value("workflow_runs", labels)
 
-    assert runs("END", "COMPLETED") == 3 and runs("START", "INITIATED") == 1 and runs("MIDDLE", "RUNNING") is None
+    assert runs("END", "COMPLETED") == 3 and runs("START", "INITIATED") == 1 and runs("MIDDLE", "RUNNING") == 0
     assert (
         registry.get_sample_value("workflow_oldest_run_age_seconds", {"workflow_name": "chain", "status": "START"})
         == 30
     )
     assert registry.get_sample_value("workflow_metrics_database_up", {"workflow_name": "chain"}) == 1
     broker.run_until_idle()
-    assert runs("END", "COMPLETED") == 4 and runs("START", "INITIATED") is None  # read again: no stale figure
+    assert runs("END", "COMPLETED") == 4 and runs("START", "INITIATED") == 0  # read again: no stale figure
 
 
 class BrokenStore(MemoryStore):

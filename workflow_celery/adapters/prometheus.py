@@ -14,9 +14,9 @@ The names are the original's (luno/workflow), with the ``_total`` Prometheus'
 Python client gives every counter. Read from the database at each scrape
 (``DatabaseCollector``), so any number of workers agree:
 
-- ``workflow_runs`` (``workflow_name``, ``status``, ``run_state``);
+- ``workflow_runs`` (``workflow_name``, ``status``, ``run_state``), 0 for an empty pair;
 - ``workflow_oldest_run_age_seconds`` (``workflow_name``, ``status``): the
-  in-progress run waiting longest at each status with a step;
+  in-progress run waiting longest at each status with a step (0 with none);
 - ``workflow_process_lag_seconds`` and ``workflow_process_lag_alert`` (see ``core.lag``);
 - ``workflow_metrics_database_up`` (``workflow_name``): 0 when the store could not be read.
 
@@ -180,22 +180,20 @@ class DatabaseCollector(Collector):
                 up.add_metric([wf.name], 0)
                 continue
             up.add_metric([wf.name], 1)
-            for status, state, count in counts:
-                runs.add_metric([wf.name, wf.definition.status_name(status), _state_name(state)], count)
-            for w in waiting:
-                oldest.add_metric([wf.name, wf.definition.status_name(w.status)], (now - w.oldest).total_seconds())
+            # Every status and run state, 0 when empty: a series that drops to 0 rather than vanishing.
+            found = {(status, state): count for status, state, count in counts}
+            for status in wf.definition.graph.nodes:
+                for state in RunState:
+                    count = found.get((status, int(state)), 0)
+                    runs.add_metric([wf.name, wf.definition.status_name(status), state.name], count)
+            ages = {w.status: (now - w.oldest).total_seconds() for w in waiting}
+            for status in sorted(wf.definition.steps):
+                oldest.add_metric([wf.name, wf.definition.status_name(status)], ages.get(status, 0.0))
             for measured in lags:
                 lag.add_metric([wf.name, measured.process_name], measured.seconds)
                 if measured.threshold is not None:
                     alert.add_metric([wf.name, measured.process_name], 1 if measured.alert else 0)
         yield from (runs, oldest, lag, alert, up)
-
-
-def _state_name(value: int) -> str:
-    try:
-        return RunState(value).name
-    except ValueError:
-        return str(value)
 
 
 def serve(port: int, addr: str = "127.0.0.1", workflows: Sequence[Workflow[Any, Any]] = ()) -> Any:

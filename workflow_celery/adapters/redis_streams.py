@@ -21,6 +21,7 @@ from ..core.connectors import DEFAULT_MAX_ATTEMPTS, ConnectorEvent, Delivery
 from ..core.errors import ConfigurationError
 
 RESERVED_FIELDS = ("foreign_id", "type", "data")
+FORGET_IDLE_MS = 3_600_000
 
 
 class RedisStreamSource:
@@ -80,6 +81,14 @@ class RedisStreamConsumer:
                 raise
         self._own_pending = True
         self._claim_cursor = "0-0"
+        self._forget_dead_consumers()
+
+    def _forget_dead_consumers(self) -> None:
+        # A consumer name carries its process' id: each restart leaves the old name in the group. Names
+        # holding nothing and silent for an hour are dropped (their pending entries, if any, are kept).
+        for c in self._redis.xinfo_consumers(self.source.stream, self.source.group):
+            if _name(c) != self.consumer and c["pending"] == 0 and c["idle"] > FORGET_IDLE_MS:
+                self._redis.xgroup_delconsumer(self.source.stream, self.source.group, _name(c))
 
     def fetch(self, timeout: float) -> Sequence[Delivery]:
         s = self.source
@@ -110,7 +119,13 @@ class RedisStreamConsumer:
         self._redis.xclaim(self.source.stream, self.source.group, self.consumer, 0, [delivery.token], justid=True)
 
     def close(self) -> None:
-        self._redis.close()
+        try:
+            consumers = self._redis.xinfo_consumers(self.source.stream, self.source.group)
+            mine = [c for c in consumers if _name(c) == self.consumer]
+            if mine and mine[0]["pending"] == 0:  # a clean stop leaves no name behind
+                self._redis.xgroup_delconsumer(self.source.stream, self.source.group, self.consumer)
+        finally:
+            self._redis.close()
 
     def _delivery(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Delivery:
         eid = entry_id.decode()
@@ -129,3 +144,8 @@ class RedisStreamConsumer:
             data=fields.get(b"data", b""),
         )
         return Delivery(event, raw, entry_id)
+
+
+def _name(consumer: Any) -> str:
+    name = consumer["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)

@@ -112,6 +112,10 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+MAX_COUNT = 2**31 - 1
+"""The largest count, page size, offset or port an option takes (databases count in 64 bits, ports in 16)."""
+
+
 def positive(text: str) -> int:
     return _integer(text, 1)
 
@@ -127,6 +131,8 @@ def _integer(text: str, least: int) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < least:
         raise argparse.ArgumentTypeError(f"must be {least} or more, got {value}")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT:,}, got {value:,}")
     return value
 
 

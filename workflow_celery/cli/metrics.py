@@ -40,7 +40,11 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     if args.once:
         sys.stdout.write(generate_latest(registry).decode())
         return 0
-    start_http_server(args.port, addr=args.addr, registry=registry)
+    try:
+        start_http_server(args.port, addr=args.addr, registry=registry)
+    except (OSError, OverflowError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise CliError(f"cannot serve on {args.addr}:{args.port} (--addr, --port): {reason}") from None
     print(f"serving the metrics of {len(workflows)} workflow(s) on http://{args.addr}:{args.port}/metrics", flush=True)
     threading.Event().wait()
     return 0

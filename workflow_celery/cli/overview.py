@@ -18,7 +18,7 @@ from ..core.ports import RecordStore
 from ..core.run_state import RunState
 from ..core.schedules import ScheduleStore
 from ..core.workflow import Workflow
-from .common import find_workflows, pick
+from .common import CliError, find_workflows, pick
 
 STRANDED_LIMIT = 1000
 
@@ -47,6 +47,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
         if args.out is None:
             print(f"{wf.visualise().rstrip()}\n")  # each diagram's front matter names its workflow
             continue
+        if args.out.exists() and not args.out.is_dir():
+            raise CliError(f"--out {args.out} is a file: give a folder (it is created if missing)")
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / f"{wf.name}.md"
         path.write_text(f"# {wf.name}\n\n```mermaid\n{wf.visualise().rstrip()}\n```\n", encoding="utf-8")

@@ -77,6 +77,7 @@ class ConnectorRunner:
             try:
                 if stream is None:
                     stream = spec.source.open(self.consumer)
+                    log.info("%s consumes %s as %s", what, spec.source.name, self.consumer)
                 for delivery in stream.fetch(FETCH_TIMEOUT_S):
                     if self._stop.is_set():
                         break  # not acknowledged: handed out again after the source's claim time
@@ -114,8 +115,8 @@ class ConnectorRunner:
                         "connector %s of workflow %s: event %s failed %d times, parked as a dead letter: %s",
                         spec.name, wf.name, event.id, attempt, error, exc_info=exc,
                     )  # fmt: skip
-                    detail = "".join(traceback.format_exception(exc))[-2000:]
-                    self._park(wf, spec, delivery, f"failed {attempt} times: {error}\n{detail}")
+                    detail = "".join(traceback.format_exception(exc))[-4000:]
+                    self._park(wf, spec, delivery, f"failed {attempt} times: {error}", detail)
                     stream.ack(delivery)
                     return True
                 delay = backoff(wf.options.err_backoff, wf.options.max_backoff, attempt)
@@ -130,10 +131,15 @@ class ConnectorRunner:
             stream.ack(delivery)
             return True
 
-    def _park(self, wf: Workflow[Any, Any], spec: ConnectorSpec, delivery: Delivery, reason: str) -> None:
+    def _park(
+        self, wf: Workflow[Any, Any], spec: ConnectorSpec, delivery: Delivery, reason: str, detail: str = ""
+    ) -> None:
+        """Keep the event as a dead letter: the reason in one line, the traceback among its headers."""
         event = delivery.event
         key = f"{wf.name}\n{spec.name}\n{event.id if event else delivery.raw.hex()}"
         headers = {} if event is None else {"id": event.id, "foreign_id": event.foreign_id, "type": event.type}
+        if detail:
+            headers["traceback"] = detail
         wf.store.add_dead_letter(
             DeadLetter(
                 id=str(uuid.uuid5(_PARK_NAMESPACE, key)),
@@ -141,7 +147,7 @@ class ConnectorRunner:
                 body=delivery.raw,
                 reason=reason,
                 received_at=wf.clock.now(),
-                headers=json.dumps({**headers, **(dict(event.headers) if event else {})}) if event else "",
+                headers=json.dumps({**(dict(event.headers) if event else {}), **headers}) if headers else "",
                 worker=self.consumer,
             )
         )

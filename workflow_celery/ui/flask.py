@@ -47,11 +47,14 @@ def blueprint(
     flower_url: str = "",
     mermaid_js: str = DEFAULT_MERMAID_JS,
     login_url: Callable[[], str] | None = None,
+    logout_url: Callable[[], str] | None = None,
+    csrf_exempt: Callable[[], bool] | None = None,
     name: str = "workflow_ui",
 ) -> Blueprint:
     """The UI as a blueprint. ``authorize`` is required: nothing is shown to a request it refuses (401, or a
     redirect to ``login_url()``). ``may_change`` (default: everyone let in) decides who may pause, resume,
-    cancel, delete data and resume in bulk."""
+    cancel, delete data and resume in bulk. ``csrf_exempt()`` may let a request through without the form's
+    CSRF token: only for credentials a browser never sends on its own (an ``Authorization`` header)."""
     if not callable(authorize):
         raise ConfigurationError("blueprint(authorize=...) must be a function saying who the user is")
     ui = RunsUI(workflows, flower_url=flower_url, mermaid_js=mermaid_js)
@@ -63,7 +66,7 @@ def blueprint(
         return UIRequest(
             base=base, query=request.args.to_dict(), form=request.form.to_dict() if request.method == "POST" else {},
             csrf_name=CSRF_FIELD, csrf_value=_csrf_token(), may_change=bool(may_change() if may_change else True),
-            user=user if isinstance(user, str) else "",
+            user=user if isinstance(user, str) else "", logout_url=logout_url() if logout_url else "",
         )  # fmt: skip
 
     @bp.before_request
@@ -72,7 +75,7 @@ def blueprint(
             if login_url is not None:
                 return redirect(login_url())
             abort(401)
-        if request.method == "POST":
+        if request.method == "POST" and not (csrf_exempt and csrf_exempt()):
             sent = request.form.get(CSRF_FIELD, "")
             if not sent or not hmac.compare_digest(sent, session.get(_CSRF_KEY, "")):
                 abort(400, "the form's CSRF token is missing or wrong: reload the page and try again")
@@ -157,11 +160,18 @@ def create_app(
         SESSION_COOKIE_SAMESITE="Strict",
     )
 
-    def authorized() -> Any:
+    def bearer() -> bool | None:
+        """True or False for a request with a bearer token (right or wrong), None without one."""
         header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer ") and hmac.compare_digest(header[7:], token):
-            return "token"
-        return session.get(_USER_KEY)
+        if not header.startswith("Bearer "):
+            return None
+        return hmac.compare_digest(header[7:], token)
+
+    def authorized() -> Any:
+        given = bearer()
+        if given is False:
+            abort(401)  # a script with the wrong token: no login page for it
+        return "token" if given else session.get(_USER_KEY)
 
     @app.get("/login")
     def login_form() -> Any:
@@ -179,13 +189,17 @@ def create_app(
 
     @app.post("/logout")
     def logout() -> Any:
+        sent = request.form.get(CSRF_FIELD, "")
+        if not sent or not hmac.compare_digest(sent, session.get(_CSRF_KEY, "")):
+            abort(400, "the form's CSRF token is missing or wrong: reload the page and try again")
         session.pop(_USER_KEY, None)
         return redirect(url_for("login_form"), code=303)
 
     app.register_blueprint(
         blueprint(
             workflows, authorize=authorized, flower_url=flower_url, mermaid_js=mermaid_js,
-            login_url=lambda: url_for("login_form"),
+            login_url=lambda: url_for("login_form"), logout_url=lambda: "" if bearer() else url_for("logout"),
+            csrf_exempt=lambda: bearer() is True,
         ),
         url_prefix="",
     )  # fmt: skip

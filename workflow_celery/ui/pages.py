@@ -22,15 +22,25 @@ from ..core.doorbell import task_id
 from ..core.errors import InvalidRunStateTransition, RecordNotFound, WorkflowError
 from ..core.lag import WaitingRuns
 from ..core.record import Record
-from ..core.run_state import RunState
+from ..core.run_state import RunState, can_transition
+from ..core.text import check_foreign_id
 from ..core.workflow import Workflow
 
 PAGE_SIZE = 50
 HISTORY_SHOWN = 100
 BULK_LIMIT = 10_000
 ACTIONS = {"pause": "Pause", "resume": "Resume", "cancel": "Cancel", "delete-data": "Delete the data of"}
+TARGETS = {
+    "pause": RunState.PAUSED, "resume": RunState.RUNNING, "cancel": RunState.CANCELLED,
+    "delete-data": RunState.REQUESTED_DATA_DELETED,
+}  # fmt: skip
+MAX_PAGE = (2**31 - 1) // PAGE_SIZE
+RUN_ID_LENGTH = 64
+"""The longest run id a store keeps (the SQL store's column): a longer one names no run."""
+PREFIX_MIN = 4
+"""A run id's start this long or longer finds the run, as on the command line."""
 LIVE_SECONDS = 5
-DEFAULT_MERMAID_JS = "https://cdn.jsdelivr.net/npm/mermaid@11/dist/mermaid.min.js"
+DEFAULT_MERMAID_JS = "https://cdn.jsdelivr.net/npm/mermaid@11.4.1/dist/mermaid.min.js"
 """The script that draws the graphs in the browser; without it (``""``) the diagram shows as mermaid text."""
 
 
@@ -47,6 +57,8 @@ class UIRequest:
     may_change: bool = True
     """Whether the user may pause, resume, cancel and delete (a host's permission)."""
     user: str = ""
+    logout_url: str = ""
+    """Where a logout form posts, when the UI has its own login."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +92,8 @@ class RunsUI:
     def _render(self, request: UIRequest, template: str, status: int = 200, **context: Any) -> Page:
         html = self.env.get_template(template).render(
             base=request.base, csrf_name=request.csrf_name, csrf_value=request.csrf_value,
-            may_change=request.may_change, user=request.user, workflows=list(self.workflows), **context,
+            may_change=request.may_change, user=request.user, logout_url=request.logout_url,
+            workflows=list(self.workflows), **context,
         )  # fmt: skip
         return Page(html, status)
 
@@ -106,7 +119,7 @@ class RunsUI:
             filters = self._filters(wf, q)
         except (LookupError, ValueError) as exc:
             return self._render(request, "error.html", 400, title="Bad filter", message=str(exc))
-        page = max(_int(q.get("page"), 1), 1)
+        page = min(max(_int(q.get("page"), 1), 1), MAX_PAGE)
         records = wf.store.list_runs(wf.name, **filters, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
         total = wf.store.count_runs(wf.name, **filters)
         kept = {k: v for k, v in q.items() if v and k != "page"}
@@ -131,10 +144,14 @@ class RunsUI:
             except KeyError:
                 raise ValueError(f"unknown run state {q['run_state']!r}") from None
         if q.get("foreign_id"):
+            check_foreign_id(q["foreign_id"], workflow=wf.name)
             filters["foreign_id"] = q["foreign_id"]
         for key, name in (("created_after", "from"), ("created_before", "to")):
             if q.get(name):
                 filters[key] = _when(q[name], name)
+        after, before = filters.get("created_after"), filters.get("created_before")
+        if after and before and after >= before:
+            raise ValueError("'from' must be earlier than 'to' (from is included, to is not)")
         return filters
 
     def _row(self, wf: Workflow[Any, Any], r: Record) -> dict[str, Any]:
@@ -147,6 +164,8 @@ class RunsUI:
     # -- one run -------------------------------------------------------------------
 
     def _find(self, run_id: str) -> tuple[Workflow[Any, Any], Record] | None:
+        if not run_id or len(run_id) > RUN_ID_LENGTH or "\x00" in run_id:
+            return None
         for wf in self.workflows.values():
             try:
                 record = wf.store.lookup(run_id)
@@ -156,9 +175,21 @@ class RunsUI:
                 return self.workflows[record.workflow_name], record
         return None
 
-    def run(self, request: UIRequest, run_id: str) -> Page:
+    def _by_prefix(self, prefix: str) -> list[str]:
+        if len(prefix) < PREFIX_MIN or len(prefix) > RUN_ID_LENGTH or "\x00" in prefix:
+            return []
+        stores = {id(wf.store): wf for wf in self.workflows.values()}
+        found = [r.run_id for wf in stores.values() for r in wf.store.list_runs(None, run_id_prefix=prefix, limit=2)]
+        return found
+
+    def run(self, request: UIRequest, run_id: str) -> Response:
         found = self._find(run_id)
         if found is None:
+            matches = self._by_prefix(run_id)
+            if len(matches) == 1:
+                return Redirect(f"{request.base}/runs/{matches[0]}")
+            if len(matches) > 1:
+                return self.not_found(request, f"{run_id!r} starts several run ids: give more of it")
             return self.not_found(request, f"run {run_id} not found")
         wf, record = found
         history = wf.store.history(run_id)
@@ -195,8 +226,8 @@ class RunsUI:
         return self._render(
             request, "run.html", wf=wf.name, run=self._row(wf, record), object=obj, timeline=timeline,
             hidden=len(history) - len(shown), pending=pending, errors=errors, hook_errors=hook_errors,
-            trace_origin=record.meta.trace_origin, flower=self.flower_url, actions=ACTIONS,
-            done=request.query.get("done", ""),
+            trace_origin=record.meta.trace_origin, flower=self.flower_url, actions=_possible(record.run_state),
+            done=request.query.get("done") if request.query.get("done") in ACTIONS else "",
         )  # fmt: skip
 
     def confirm(self, request: UIRequest, run_id: str, action: str) -> Page:
@@ -229,7 +260,7 @@ class RunsUI:
 
     # -- bulk resume -----------------------------------------------------------------
 
-    def bulk(self, request: UIRequest) -> Page:
+    def bulk(self, request: UIRequest) -> Response:
         """Resume every paused run a filter matches: the count first (a dry run), then the change."""
         source = request.form if request.form else request.query
         try:
@@ -237,14 +268,18 @@ class RunsUI:
             filters = {**self._filters(wf, source), "run_state": RunState.PAUSED}
         except (LookupError, ValueError) as exc:
             return self._render(request, "error.html", 400, title="Bad filter", message=str(exc))
-        matched = wf.store.count_runs(wf.name, **filters)
-        result: dict[str, Any] | None = None
+        kept = {k: v for k, v in source.items() if v and k in ("workflow", "status", "foreign_id", "from", "to")}
         if request.form.get("confirm") == "resume":
             if not request.may_change:
                 return self.refused(request, "you may look at runs but not change them")
-            result = _resume_all(wf, filters)
-        kept = {k: v for k, v in source.items() if v and k in ("workflow", "status", "foreign_id", "from", "to")}
-        return self._render(request, "bulk.html", wf=wf.name, matched=matched, query=kept, result=result)
+            done = _resume_all(wf, filters)
+            # Post, redirect, get: reloading the result page does not resume again.
+            return Redirect(f"{request.base}/bulk?{urlencode({**kept, 'workflow': wf.name, **done})}")
+        matched = wf.store.count_runs(wf.name, **filters)
+        result = {k: _int(request.query.get(k), 0) for k in ("tried", "resumed", "refused")}
+        return self._render(
+            request, "bulk.html", wf=wf.name, matched=matched, query=kept, result=result if result["tried"] else None
+        )
 
     # -- graphs ------------------------------------------------------------------------
 
@@ -300,12 +335,21 @@ def _resume_all(wf: Workflow[Any, Any], filters: dict[str, Any]) -> dict[str, An
             resumed += 1
         except WorkflowError:
             refused += 1
-    return {"tried": len(ids), "resumed": resumed, "refused": refused, "limit": BULK_LIMIT}
+    return {"tried": len(ids), "resumed": resumed, "refused": refused}
+
+
+def _possible(state: RunState) -> dict[str, str]:
+    """The actions the run's state allows (a just-started run is seen as running, as ``pause`` sees it)."""
+    return {
+        action: verb
+        for action, verb in ACTIONS.items()
+        if can_transition(state.as_active if action == "pause" else state, TARGETS[action])
+    }
 
 
 def _int(text: str | None, default: int) -> int:
     try:
-        return int(text) if text else default
+        return int(text) if text and len(text) < 12 else default
     except ValueError:
         return default
 

@@ -172,7 +172,16 @@ class RelayStep(bootsteps.StartStopStep):  # type: ignore[misc]
         if port:
             from ..prometheus import serve
 
-            serve(int(port), os.environ.get("WORKFLOW_CELERY_METRICS_ADDR", "127.0.0.1"), workflows)
+            addr = os.environ.get("WORKFLOW_CELERY_METRICS_ADDR", "127.0.0.1")
+            try:
+                serve(int(port), addr, workflows)
+            except OSError as exc:
+                # The worker's work does not depend on its metrics: it goes on without them.
+                log.error(
+                    "cannot serve metrics on %s:%s (WORKFLOW_CELERY_METRICS_ADDR, %s): %s; "
+                    "give each worker on this host a port of its own. The worker goes on without /metrics",
+                    addr, port, METRICS_PORT_ENV, exc.strerror or exc,
+                )  # fmt: skip
 
     def stop(self, worker: Any) -> None:
         # The claims keep being renewed: a warm shutdown stops this step before the pool has finished the
