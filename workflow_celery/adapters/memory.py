@@ -10,16 +10,16 @@ from datetime import datetime, timedelta
 
 from ..core.errors import RecordNotFound, WorkflowInProgress
 from ..core.failures import backoff
-from ..core.lag import Waiting
 from ..core.ports import Claim, ErrorInfo, HookErrors, Order, OutboxMessage, StepErrors
 from ..core.record import HistoryEntry, Record
 from ..core.run_state import RunState
 from ..core.text import MAX_NAME_LENGTH, storable_text
 from .memory_dead_letters import MemoryDeadLetters
 from .memory_schedules import MemorySchedules
+from .memory_statistics import MemoryRunStatistics
 
 
-class MemoryStore(MemoryDeadLetters, MemorySchedules):
+class MemoryStore(MemoryDeadLetters, MemorySchedules, MemoryRunStatistics):
     """A thread-safe store with the same semantics as ``SQLStore``."""
 
     def __init__(self) -> None:
@@ -115,46 +115,6 @@ class MemoryStore(MemoryDeadLetters, MemorySchedules):
         with self._lock:
             for msg in messages:
                 self._outbox.setdefault(msg.id, msg)
-
-    def runs_by_status(self, workflow_name: str) -> list[tuple[int, int, int]]:
-        counts: dict[tuple[int, int], int] = {}
-        with self._lock:
-            for r in self._records.values():
-                if r.workflow_name == workflow_name:
-                    key = (r.status, int(r.run_state))
-                    counts[key] = counts.get(key, 0) + 1
-        return [(status, state, n) for (status, state), n in sorted(counts.items())]
-
-    def waiting_runs(self, workflow_name: str, statuses: Sequence[int]) -> list[Waiting]:
-        wanted = set(statuses)
-        found: dict[int, Waiting] = {}
-        with self._lock:
-            for r in self._records.values():
-                if r.workflow_name != workflow_name or r.status not in wanted:
-                    continue
-                if r.run_state not in (RunState.INITIATED, RunState.RUNNING):
-                    continue
-                old = found.get(r.status)
-                oldest = r.updated_at if old is None else min(old.oldest, r.updated_at)
-                found[r.status] = Waiting(r.status, (old.count if old else 0) + 1, oldest)
-        return [found[s] for s in sorted(found)]
-
-    def stranded_runs(
-        self, workflow_name: str, statuses: Sequence[int], updated_before: datetime, limit: int
-    ) -> list[Record]:
-        with self._lock:
-            rung = {m.run_id for m in self._outbox.values() if m.kind == "step"}
-            found = [
-                r
-                for r in (self._records[i] for i in self._order)
-                if r.workflow_name == workflow_name
-                and r.run_state in (RunState.INITIATED, RunState.RUNNING)
-                and r.status in statuses
-                and r.updated_at < updated_before
-                and r.run_id not in rung
-            ]
-            found.sort(key=lambda r: (r.created_at, r.run_id))
-            return found[:limit]
 
     def after_commit(self, fn: Callable[[], None]) -> bool:
         """Always False: every write commits on its own."""

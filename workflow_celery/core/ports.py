@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from .dead_letters import DeadLetter
+from .metrics import Metrics, NoMetrics, complete_metrics
 from .record import HistoryEntry, Record
 from .run_state import RunState
 from .schedules import KEPT_SLOTS, ScheduleStore
@@ -355,52 +356,6 @@ class RecordStore(RunStore, Outbox, Claims, Slots, ErrorLog, DeadLetterBox, Prot
     failed attempt counts its failure and releases its claim together. Each
     part of the library types against the narrowest role it needs.
     """
-
-
-class Metrics(Protocol):
-    """Where a process counts what it does (Prometheus in workers, nothing by default).
-
-    An object given as ``build(metrics=...)`` may have any of these methods;
-    ``complete_metrics`` fills in the others with no-ops.
-    """
-
-    def hook_finished(self, workflow: str, hook: str, seconds: float, ok: bool) -> None: ...
-
-    def doorbell_answered(self, workflow: str, process: str, seconds: float, outcome: str) -> None:
-        """A doorbell of ``process`` (its queue) was answered in ``seconds``; ``outcome`` is the answer's."""
-        ...
-
-    def run_state_changed(self, workflow: str, previous: RunState, current: RunState) -> None:
-        """This process committed a run's change of run state."""
-        ...
-
-
-class NoMetrics:
-    """Counts nothing."""
-
-    def hook_finished(self, workflow: str, hook: str, seconds: float, ok: bool) -> None:
-        return None
-
-    def doorbell_answered(self, workflow: str, process: str, seconds: float, outcome: str) -> None:
-        return None
-
-    def run_state_changed(self, workflow: str, previous: RunState, current: RunState) -> None:
-        return None
-
-
-class _Completed(NoMetrics):
-    def __init__(self, given: object) -> None:
-        for name in ("hook_finished", "doorbell_answered", "run_state_changed"):
-            method = getattr(given, name, None)
-            if callable(method):
-                setattr(self, name, method)
-
-
-def complete_metrics(given: object | None) -> Metrics:
-    """``given`` with a no-op for each ``Metrics`` method it lacks (an object made for an older version)."""
-    if given is None:
-        return NoMetrics()
-    return _Completed(given)
 
 
 class Dispatcher(Protocol):
