@@ -106,7 +106,7 @@ def test_the_readme_quickstart_runs_from_an_empty_folder_in_a_fresh_virtualenv(
     wheel = build_wheel(python, tmp_path)
     built = time.monotonic()
     lines = install_lines()
-    assert set(lines) == {"", "redis", "flower"}, lines
+    assert set(lines) == {"", "redis", "flower", "ui"}, lines
     assert "RabbitMQ" in lines[""] and "Redis" in lines["redis"], lines
 
     [shop, trigger] = [code for lang, code in readme_blocks("Quickstart") if lang == "python"]
@@ -129,7 +129,18 @@ def test_the_readme_quickstart_runs_from_an_empty_folder_in_a_fresh_virtualenv(
     with redis_database() as url:
         out = run_quickstart(folder, venv, url, pg_database, tmp_path / "worker-redis.log")
     assert re.fullmatch(r"ch_[0-9a-f-]{36}\n", out), out
+    with_redis = time.monotonic()
+
+    # The web UI's extra, and its templates in the wheel.
+    run([str(python), "-m", "pip", "install", "-q", f"{wheel}[ui]"], tmp_path, clean_env())
+    templates = run(
+        [str(python), "-c", "from workflow_celery.ui.pages import RunsUI; "
+         "print(sorted(RunsUI([]).env.list_templates()))"],
+        folder, clean_env(),
+    )  # fmt: skip
+    assert "'runs.html'" in templates and "'run.html'" in templates and "'graph.html'" in templates, templates
     print(
+        f"ui extra {time.monotonic() - with_redis:.1f}s; "
         f"venv and wheel {built - started:.1f}s, install {installed - built:.1f}s, "
         f"quickstart on RabbitMQ {on_rabbitmq - installed:.1f}s, redis extra and quickstart on Redis "
         f"{time.monotonic() - on_rabbitmq:.1f}s, in all {time.monotonic() - started:.1f}s"
