@@ -7,6 +7,7 @@ This is the idempotency pattern every hook should follow.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -28,6 +29,10 @@ class Notifications:
     def __init__(self, url: str) -> None:
         self.engine = sa.create_engine(url)
         metadata.create_all(self.engine)
+        # Celery's prefork pool forks after this module was imported: a child must never use a connection
+        # of its parent's pool (two processes on one socket lose or mix their statements). SQLAlchemy's
+        # advice: in the child, forget the pool without closing the parent's connections.
+        os.register_at_fork(after_in_child=lambda: self.engine.dispose(close=False))
 
     def send_once(self, run_id: str, kind: str, foreign_id: str, detail: str) -> bool:
         """Record a message unless this run already sent one of this kind; True if it was new."""
