@@ -5,14 +5,16 @@ from __future__ import annotations
 import itertools
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from workflow_celery import ConfigurationError, RunState
-from workflow_celery.core.scheduler import resolve_filter
+from workflow_celery import ConfigurationError, MemoryStore, RunState
+from workflow_celery.core.scheduler import LEASE, resolve_filter
 from workflow_celery.core.schedules import SlotOutcome, parse_spec, slot_run_id
 from workflow_celery.testing import FakeClock, in_process
 
@@ -200,7 +202,7 @@ def test_with_catch_up_skip_missed_slots_do_not_fire_but_a_slightly_late_one_doe
     assert wf.list() == []
     [slot] = wf.schedule_slots("report")
     assert slot.outcome == SlotOutcome.MISSED and slot.slot_at == datetime(2025, 1, 1, 13, 0, tzinfo=UTC)
-    assert slot.detail == "3 slot(s) missed (no worker ran), up to this one"
+    assert slot.detail == "3 slot(s) missed (none fired within 60s of its time), up to this one"
     clock.set(datetime(2025, 1, 1, 14, 0, 30, tzinfo=UTC))  # 30 s late: within the grace
     broker.run_until_idle()
     assert len(wf.list()) == 1
@@ -396,3 +398,130 @@ def test_messages_say_what_to_write_instead() -> None:
     wf, _ = in_process(chain())
     with pytest.raises(ConfigurationError, match="the function itself, not its name"):
         wf.schedule("report", "@daily", filter="tests.unit.test_schedules:allow_listed")  # type: ignore[arg-type]
+
+
+def hangs(foreign_id: str, slot: datetime) -> bool:
+    time.sleep(3)  # longer than the test's filter timeout
+    return True
+
+
+def exits(foreign_id: str, slot: datetime) -> bool:
+    raise SystemExit(3)
+
+
+def says_no_in_words(foreign_id: str, slot: datetime) -> bool:
+    return "no"  # type: ignore[return-value]
+
+
+def test_a_worker_that_dies_holding_a_schedule_loses_none_of_its_slots() -> None:
+    clock = FakeClock(BASE)
+    wf, broker = in_process(chain(), clock=clock)
+    wf.schedule("report", "@every 5m")
+    clock.set(datetime(2025, 1, 1, 10, 35, tzinfo=UTC))
+    store = wf.store
+    assert isinstance(store, MemoryStore)
+    [taken] = store.take_due_schedules("chain", clock.now(), clock.now() + LEASE, 10)  # and then the worker died
+    clock.advance(LEASE + timedelta(seconds=1))  # its lease is over: another worker takes the slot, still in time
+    assert wf.fire_schedules_once() == 1
+    [slot] = wf.schedule_slots("report")
+    assert (slot.outcome, slot.slot_at) == (SlotOutcome.TRIGGERED, taken.next_slot)
+    broker.run_until_idle()
+    assert len(wf.list()) == 1
+
+
+def test_while_a_worker_fires_several_slots_of_a_schedule_no_other_worker_takes_it() -> None:
+    clock = FakeClock(BASE)
+    wf, _ = in_process(chain(), clock=clock)
+    wf.schedule("tick", "@every 1s")
+    clock.set(BASE + timedelta(seconds=10))
+    store = wf.store
+    assert isinstance(store, MemoryStore)
+    seen: list[datetime | None] = []
+    original = store.record_slot
+
+    def record_and_look(*args: Any, **kwargs: Any) -> bool:
+        kept = original(*args, **kwargs)
+        seen.append(store.schedules("chain")[0].leased_until)
+        return kept
+
+    store.record_slot = record_and_look  # type: ignore[method-assign]
+    wf.fire_schedules_once()
+    assert len(seen) == 10 and all(lease is not None for lease in seen[:-1]) and seen[-1] is None
+
+
+class FlakyStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_for = "a"
+
+    def record_slot(self, slot: Any, revision: int, next_slot: Any, lease_until: Any = None) -> bool:
+        if slot.foreign_id == self.fail_for:
+            raise ConnectionError("the database went away")
+        return super().record_slot(slot, revision, next_slot, lease_until)
+
+
+def test_a_database_error_on_one_schedule_does_not_stop_the_others() -> None:
+    clock = FakeClock(BASE)
+    store = FlakyStore()
+    wf, _ = in_process(chain(), store=store, clock=clock)
+    for fid in ("a", "b", "c"):
+        wf.schedule(fid, "@every 1m")
+    clock.advance(timedelta(minutes=1))
+    assert wf.fire_schedules_once() == 3
+    assert [s.outcome for s in wf.schedule_slots("b")] == [SlotOutcome.TRIGGERED]
+    assert [s.outcome for s in wf.schedule_slots("c")] == [SlotOutcome.TRIGGERED]
+    assert wf.schedule_slots("a") == []  # its lease ends; then it is tried again, still within the grace
+    store.fail_for = ""
+    clock.advance(LEASE + timedelta(seconds=1))
+    wf.fire_schedules_once()
+    assert [s.outcome for s in wf.schedule_slots("a")] == [SlotOutcome.TRIGGERED]
+
+
+def test_a_filter_that_hangs_exits_or_answers_in_words_fails_its_slot_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("workflow_celery.core.scheduler.FILTER_TIMEOUT", timedelta(seconds=0.2))
+    clock = FakeClock(BASE)
+    wf, _ = in_process(chain(), clock=clock)
+    wf.schedule("hang", "@every 1m", filter=hangs)
+    wf.schedule("exit", "@every 1m", filter=exits)
+    wf.schedule("words", "@every 1m", filter=says_no_in_words)
+    wf.schedule("plain", "@every 1m")
+    clock.advance(timedelta(minutes=1))
+    started = time.monotonic()
+    assert wf.fire_schedules_once() == 4
+    assert time.monotonic() - started < 10
+    [hang] = wf.schedule_slots("hang")
+    [exit_] = wf.schedule_slots("exit")
+    [words] = wf.schedule_slots("words")
+    assert hang.outcome == SlotOutcome.FAILED and "did not answer within" in hang.detail
+    assert exit_.outcome == SlotOutcome.FAILED and "raised SystemExit" in exit_.detail
+    assert words.outcome == SlotOutcome.FAILED and "returned 'no'" in words.detail
+    assert [s.outcome for s in wf.schedule_slots("plain")] == [SlotOutcome.TRIGGERED]
+
+
+def test_after_years_of_downtime_the_latest_slot_fires_at_once_not_year_old_ones() -> None:
+    clock = FakeClock(datetime(2022, 1, 1, tzinfo=UTC))
+    wf, broker = in_process(chain(), clock=clock)
+    wf.schedule("minutely", "* * * * *")
+    clock.set(datetime(2025, 1, 1, 10, 30, 30, tzinfo=UTC))  # three years later
+    started = time.monotonic()
+    wf.fire_schedules_once()
+    assert time.monotonic() - started < 5
+    [fired, missed] = wf.schedule_slots("minutely")
+    assert (fired.slot_at, fired.outcome) == (datetime(2025, 1, 1, 10, 30, tzinfo=UTC), SlotOutcome.TRIGGERED)
+    assert (missed.slot_at, missed.outcome) == (datetime(2025, 1, 1, 10, 29, tzinfo=UTC), SlotOutcome.MISSED)
+    assert missed.detail.startswith("many slot(s) missed")
+    broker.run_until_idle()
+    assert len(wf.list()) == 1
+
+
+def test_odd_specs_and_zones_are_refused() -> None:
+    for spec, message in [
+        ("@every 1s 1s", "each unit once"),
+        ("@every 30m1h", "the largest first"),
+        ("@every 3000000d", "at most 3650 days"),
+    ]:
+        with pytest.raises(ConfigurationError, match=message):
+            parse_spec(spec)
+    assert parse_spec("@EVERY 1S").text == "@every 1s"
+    with pytest.raises(ConfigurationError, match="not an IANA zone name"):
+        parse_spec("@daily", "localtime")

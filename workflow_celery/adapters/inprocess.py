@@ -183,9 +183,11 @@ class InProcessBroker:
             t = threading.Thread(target=self._work, name=f"inprocess-worker-{i}", daemon=True)
             t.start()
             self._threads.append(t)
-        relay = threading.Thread(target=self._relay_loop, name="inprocess-relay", daemon=True)
-        relay.start()
-        self._threads.append(relay)
+        maintenance = Maintenance(list(self._workflows.values()))
+        for target, name in ((maintenance.run, "inprocess-relay"), (maintenance.run_schedules, "inprocess-schedules")):
+            thread = threading.Thread(target=target, args=(self._stop,), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
         self._claims = ClaimKeeper(list(self._workflows.values()), self._running_work).start("inprocess-claims")
         self._connectors = ConnectorRunner(list(self._workflows.values())).start()
         return self
@@ -220,6 +222,3 @@ class InProcessBroker:
             except queue.Empty:
                 continue
             self._deliver(delivery)
-
-    def _relay_loop(self) -> None:
-        Maintenance(list(self._workflows.values())).run(self._stop)

@@ -26,7 +26,7 @@ class MemorySchedules:
                 stored = replace(schedule, revision=1)
             elif (old.spec, old.time_zone) == (schedule.spec, schedule.time_zone):
                 stored = replace(old, catch_up=schedule.catch_up, initial_value=schedule.initial_value,
-                                 filter=schedule.filter, updated_at=schedule.updated_at)  # fmt: skip
+                                 filter=schedule.filter, updated_at=schedule.updated_at, leased_until=None)  # fmt: skip
             else:
                 stored = replace(
                     old, spec=schedule.spec, time_zone=schedule.time_zone, catch_up=schedule.catch_up,
@@ -84,7 +84,7 @@ class MemorySchedules:
                 )  # fmt: skip
             elif next_slot > schedule.next_slot:
                 self._schedules[key] = replace(
-                    schedule, next_slot=next_slot, leased_until=None, last_slot=slot.slot_at,
+                    schedule, next_slot=next_slot, leased_until=lease_until, last_slot=slot.slot_at,
                     last_outcome=str(slot.outcome), last_run_id=slot.run_id,
                 )  # fmt: skip
             return True

@@ -73,11 +73,22 @@ def _slot_row(s: ScheduleSlot) -> dict[str, Any]:
     }
 
 
+MAX_CELL = 60
+"""A table cell's width at most (``--json`` gives every value whole)."""
+
+
+def _cell(value: Any) -> str:
+    """A value as one line of printable text: escapes for control characters, long values cut short."""
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(value))
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> None:
-    widths = {c: max([len(c), *(len(str(r[c])) for r in rows)]) for c in cols}
+    cells = [{c: _cell(r[c]) for c in cols} for r in rows]
+    widths = {c: max([len(c), *(len(r[c]) for r in cells)]) for c in cols}
     print("  ".join(c.upper().ljust(widths[c]) for c in cols).rstrip())
-    for r in rows:
-        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols).rstrip())
+    for r in cells:
+        print("  ".join(r[c].ljust(widths[c]) for c in cols).rstrip())
 
 
 def _workflows(args: argparse.Namespace) -> list[Workflow[Any, Any]]:

@@ -19,6 +19,8 @@ import importlib
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -43,8 +45,14 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=60)
-"""How long a worker holds a due schedule while it fires the slot; another takes over after it."""
+LEASE = timedelta(seconds=20)
+"""How long a worker holds a due schedule while it fires its slots; another takes over after it (still
+within ``GRACE`` of the slot, so a worker that dies holding a schedule loses none of its slots)."""
+ROUND_BUDGET = LEASE / 3
+"""A round of one workflow's schedules takes on no more schedules or slots after this long."""
+FILTER_TIMEOUT = timedelta(seconds=10)
+"""A filter that has not answered by then fails its slot (which is tried again)."""
+MAX_HUNG_FILTERS = 8
 MIN_FAILED_SLOT_RETRY = timedelta(seconds=5)
 MAX_FAILED_SLOT_RETRY = timedelta(minutes=5)
 
@@ -75,6 +83,7 @@ class Scheduler(Generic[T]):
         self._codec = codec
         self._trigger = trigger
         self._retry_after = max(retry_after, MIN_FAILED_SLOT_RETRY)
+        self._hung: builtins.list[threading.Thread] = []
 
     @property
     def store(self) -> ScheduleStore:
@@ -126,57 +135,71 @@ class Scheduler(Generic[T]):
         return self.store.schedule_slots(self.workflow_name, foreign_id, limit=limit)
 
     def fire_due(self, now: datetime, *, limit: int = 100) -> int:
-        """Fire the slots due at ``now`` of schedules no other worker holds; return how many slots were handled."""
+        """Fire the slots due at ``now`` of schedules no other worker holds; return how many schedules were handled.
+
+        A round stops taking on schedules after ``ROUND_BUDGET``: the ones
+        left are leased until ``LEASE`` is over and then taken by the next
+        round of any worker, still within ``GRACE`` of their slot. A schedule
+        whose firing fails (a database error) is logged and left to its lease.
+        """
         if self._store is None:
             return 0
-        due = self._store.take_due_schedules(self.workflow_name, now, now + LEASE, limit)
-        for schedule in due:
-            self._fire(self._store, schedule, now)
+        lease_until = now + LEASE
+        due = self._store.take_due_schedules(self.workflow_name, now, lease_until, limit)
+        started = time.monotonic()
+        for done, schedule in enumerate(due):
+            if time.monotonic() - started > ROUND_BUDGET.total_seconds():
+                log.warning(
+                    "schedules of workflow %s: this round took over %ss; %d due schedule(s) wait for the next "
+                    "(more workers, or slower schedules, keep up)",
+                    self.workflow_name, ROUND_BUDGET.total_seconds(), len(due) - done,
+                )  # fmt: skip
+                return done
+            try:
+                _Round(self, self._store, schedule, now, lease_until, started).fire()
+            except Exception as exc:
+                log.warning(
+                    "schedule %s of workflow %s could not be fired: %s: %s",
+                    schedule.foreign_id, self.workflow_name, type(exc).__name__, exc, exc_info=exc,
+                )  # fmt: skip
         return len(due)
 
-    def _fire(self, store: ScheduleStore, schedule: Schedule, now: datetime) -> None:
-        spec = parse_spec(schedule.spec, schedule.time_zone)
-        first = schedule.next_slot
-        if schedule.last_outcome == SlotOutcome.FAILED and schedule.last_slot == first:
-            # A worker saw this slot and it failed: it is tried again however late, never counted as missed.
-            if not self._fire_slot(store, schedule, spec, first, now, ""):
-                return
-            first = spec.next_after(first)
-        to_fire = spec.due(first, now)
-        if first <= now - GRACE:
-            missed, passed = spec.latest_due(first, now - GRACE)
-            recent = spec.due(spec.next_after(missed), now)
-            if schedule.catch_up == "latest" and not recent:
-                late = f"; {passed} earlier slot(s) missed" if passed else ""
-                self._fire_slot(store, schedule, spec, missed, now, f"fired {_ago(missed, now)} late{late}")
-                return
-            detail = f"{passed + 1} slot(s) missed (no worker ran), up to this one"
-            log.warning("schedule %s of workflow %s: %s", schedule.foreign_id, self.workflow_name, detail)
-            self._keep(store, schedule, spec, missed, SlotOutcome.MISSED, "", detail, now)
-            to_fire = recent
-        for slot in to_fire:
-            if not self._fire_slot(store, schedule, spec, slot, now, ""):
-                return
+    def _filter(self, ref: str, foreign_id: str, slot: datetime) -> bool:
+        """Ask the filter, in a thread of its own, for at most ``FILTER_TIMEOUT``; True only for ``True``.
 
-    def _fire_slot(
-        self, store: ScheduleStore, schedule: Schedule, spec: Spec, slot: datetime, now: datetime, note: str
-    ) -> bool:
-        """Fire one slot and keep its outcome; False when it failed (it is tried again after ``retry_after``)."""
-        try:
-            outcome, run_id, detail = self._start(schedule, spec, slot)
-        except Exception as exc:
-            text = f"{type(exc).__name__}: {exc}"
-            log.warning(
-                "schedule %s of workflow %s: slot %s failed, trying again in %ss: %s",
-                schedule.foreign_id, self.workflow_name, slot.isoformat(), self._retry_delay(slot, now).total_seconds(),
-                text,
-                exc_info=exc,
-            )  # fmt: skip
-            failed = ScheduleSlot(self.workflow_name, schedule.foreign_id, slot, SlotOutcome.FAILED, "", text, now)
-            store.record_slot(failed, schedule.revision, None, now + self._retry_delay(slot, now))
-            return False
-        self._keep(store, schedule, spec, slot, outcome, run_id, "; ".join(d for d in (detail, note) if d), now)
-        return True
+        A filter that does not answer in time fails its slot; its (daemon)
+        thread is left to finish on its own. Past ``MAX_HUNG_FILTERS`` such
+        threads still running, filters are not called at all.
+        """
+        self._hung = [thread for thread in self._hung if thread.is_alive()]
+        if len(self._hung) >= MAX_HUNG_FILTERS:
+            raise RuntimeError(f"{len(self._hung)} filter calls of this workflow still hang: not calling {ref}")
+        fn = resolve_filter(ref)
+        box: dict[str, Any] = {}
+        answered = threading.Event()
+
+        def call() -> None:
+            try:
+                box["answer"] = fn(foreign_id, slot)
+            except BaseException as exc:  # SystemExit in a filter must not end a worker's thread
+                box["error"] = exc
+            finally:
+                answered.set()
+
+        thread = threading.Thread(target=call, name="workflow-celery-filter", daemon=True)
+        thread.start()
+        if not answered.wait(FILTER_TIMEOUT.total_seconds()):
+            self._hung.append(thread)
+            raise RuntimeError(f"the filter {ref} did not answer within {FILTER_TIMEOUT.total_seconds():g}s")
+        error = box.get("error")
+        if isinstance(error, Exception):
+            raise error
+        if error is not None:
+            raise RuntimeError(f"the filter {ref} raised {type(error).__name__}") from error
+        answer = box.get("answer")
+        if not isinstance(answer, bool):
+            raise TypeError(f"the filter {ref} returned {answer!r}: a filter returns True or False")
+        return answer
 
     def _retry_delay(self, slot: datetime, now: datetime) -> timedelta:
         """Half the failing slot's age, from ``retry_after`` up to ``MAX_FAILED_SLOT_RETRY``: a slot failing
@@ -184,7 +207,7 @@ class Scheduler(Generic[T]):
         return min(max(self._retry_after, (now - slot) / 2), MAX_FAILED_SLOT_RETRY)
 
     def _start(self, schedule: Schedule, spec: Spec, slot: datetime) -> tuple[SlotOutcome, str, str]:
-        if schedule.filter and not resolve_filter(schedule.filter)(schedule.foreign_id, spec.local(slot)):
+        if schedule.filter and not self._filter(schedule.filter, schedule.foreign_id, spec.local(slot)):
             return SlotOutcome.FILTERED, "", f"{schedule.filter} said no"
         run_id = slot_run_id(self.workflow_name, schedule.foreign_id, slot)
         initial = None if schedule.initial_value is None else self._codec.decode(schedule.initial_value)
@@ -208,24 +231,80 @@ class Scheduler(Generic[T]):
             return False
         return True
 
-    def _keep(
+
+class _Round:
+    """Firing one leased schedule's due slots in one round: the lease is kept until its last slot is kept."""
+
+    def __init__(
         self,
+        scheduler: Scheduler[Any],
         store: ScheduleStore,
         schedule: Schedule,
-        spec: Spec,
-        slot: datetime,
-        outcome: SlotOutcome,
-        run_id: str,
-        detail: str,
         now: datetime,
+        lease_until: datetime,
+        started: float,
     ) -> None:
+        self.s, self.store, self.schedule, self.now = scheduler, store, schedule, now
+        self.lease_until, self.started = lease_until, started
+        self.spec = parse_spec(schedule.spec, schedule.time_zone)
+
+    def fire(self) -> None:
+        schedule, spec, now = self.schedule, self.spec, self.now
+        first = schedule.next_slot
+        if schedule.last_outcome == SlotOutcome.FAILED and schedule.last_slot == first:
+            # A worker saw this slot and it failed: it is tried again however late, never counted as missed.
+            if not self._fire_slot(first, "", more=True):
+                return
+            first = spec.next_after(first)
+        to_fire = spec.due(first, now)
+        if first <= now - GRACE:
+            missed, passed = spec.latest_due(first, now - GRACE)
+            recent = spec.due(spec.next_after(missed), now)
+            count = "many" if passed is None else str(passed + 1)
+            if schedule.catch_up == "latest" and not recent:
+                late = "" if passed == 0 else f"; {'many' if passed is None else passed} earlier slot(s) missed"
+                self._fire_slot(missed, f"fired {_ago(missed, now)} late{late}", more=False)
+                return
+            detail = (
+                f"{count} slot(s) missed (none fired within {GRACE.total_seconds():.0f}s of its time), up to this one"
+            )
+            log.warning("schedule %s of workflow %s: %s", schedule.foreign_id, self.s.workflow_name, detail)
+            self._keep(missed, SlotOutcome.MISSED, "", detail, more=bool(recent))
+            to_fire = recent
+        for n, slot in enumerate(to_fire):
+            over = time.monotonic() - self.started > ROUND_BUDGET.total_seconds()
+            last = n == len(to_fire) - 1 or over
+            if not self._fire_slot(slot, "", more=not last) or last:
+                return
+
+    def _fire_slot(self, slot: datetime, note: str, *, more: bool) -> bool:
+        """Fire one slot and keep its outcome; False when it failed (it is tried again after a delay)."""
+        s, schedule = self.s, self.schedule
+        try:
+            outcome, run_id, detail = s._start(schedule, self.spec, slot)
+        except Exception as exc:
+            text = f"{type(exc).__name__}: {exc}"
+            delay = s._retry_delay(slot, self.now)
+            log.warning(
+                "schedule %s of workflow %s: slot %s failed, trying again in %ss: %s",
+                schedule.foreign_id, s.workflow_name, slot.isoformat(), delay.total_seconds(), text, exc_info=exc,
+            )  # fmt: skip
+            failed = ScheduleSlot(s.workflow_name, schedule.foreign_id, slot, SlotOutcome.FAILED, "", text, self.now)
+            self.store.record_slot(failed, schedule.revision, None, self.now + delay)
+            return False
+        self._keep(slot, outcome, run_id, "; ".join(d for d in (detail, note) if d), more=more)
+        return True
+
+    def _keep(self, slot: datetime, outcome: SlotOutcome, run_id: str, detail: str, *, more: bool) -> None:
+        """Keep a slot's outcome and move the schedule on; the lease stays while ``more`` slots follow."""
         if outcome is not SlotOutcome.TRIGGERED:
             log.info(
                 "schedule %s of workflow %s: slot %s %s: %s",
-                schedule.foreign_id, self.workflow_name, slot.isoformat(), outcome, detail,
+                self.schedule.foreign_id, self.s.workflow_name, slot.isoformat(), outcome, detail,
             )  # fmt: skip
-        kept = ScheduleSlot(self.workflow_name, schedule.foreign_id, slot, outcome, run_id, detail, now)
-        store.record_slot(kept, schedule.revision, spec.next_after(slot))
+        kept = ScheduleSlot(self.s.workflow_name, self.schedule.foreign_id, slot, outcome, run_id, detail, self.now)
+        lease = self.lease_until if more else None
+        self.store.record_slot(kept, self.schedule.revision, self.spec.next_after(slot), lease)
 
 
 def _ago(slot: datetime, now: datetime) -> str:

@@ -23,13 +23,14 @@ Specs (``parse_spec``):
 from __future__ import annotations
 
 import enum
+import functools
 import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol, get_args, runtime_checkable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cronsim import CronSim, CronSimError
 
@@ -66,12 +67,15 @@ ALIASES = {
 FIELDS = "minute 0-59, hour 0-23, day of month 1-31, month 1-12 or JAN-DEC, day of week 0-7 or SUN-SAT"
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_EVERY = timedelta(days=3650)
 _DURATION = re.compile(r"(\d+)([smhd])")
 
 _SLOT_NAMESPACE = uuid.UUID("5a0c4e3e-8f5d-4a53-9a47-2f0c2b7d1e61")
 
-MAX_CATCH_UP_STEPS = 1_000_000
-"""Missed cron slots walked through to find the latest; beyond it the schedule restarts from now."""
+WALK_LIMIT = 10_000
+"""Missed cron slots walked one by one to find the latest; beyond it the latest is looked for near now."""
+LOOK_BACK = (timedelta(hours=1), timedelta(days=1), timedelta(days=32), timedelta(days=367), timedelta(days=1462))
+"""The windows before now searched, in turn, for the latest slot after a long downtime (four years: 29 February)."""
 
 
 class SlotOutcome(enum.StrEnum):
@@ -173,17 +177,31 @@ class Spec:
                 found.append(later)
         return found
 
-    def latest_due(self, slot: datetime, now: datetime) -> tuple[datetime, int]:
-        """The latest slot at or before ``now``, starting from the due ``slot``, and how many were passed over."""
+    def latest_due(self, slot: datetime, now: datetime) -> tuple[datetime, int | None]:
+        """The latest slot at or before ``now``, from the due ``slot`` on, and how many were passed over.
+
+        The count is None ("many") after a long downtime: the slots are then
+        not walked one by one, the latest is looked for near ``now``.
+        """
         if self.every is not None:
             latest = EPOCH + ((now - EPOCH) // self.every) * self.every
             return latest, max(int((latest - slot) / self.every), 0)
-        latest, missed = slot, 0
+        latest, passed = slot, 0
         for later in self.slots(slot):
-            if later > now or missed >= MAX_CATCH_UP_STEPS:
+            if later > now:
+                return latest, passed
+            latest, passed = later, passed + 1
+            if passed >= WALK_LIMIT:
                 break
-            latest, missed = later, missed + 1
-        return latest, missed
+        for window in LOOK_BACK:
+            found = None
+            for later in self.slots(max(latest, now - window)):
+                if later > now:
+                    break
+                found = later
+            if found is not None:
+                return found, None
+        return latest, None
 
     def local(self, t: datetime) -> datetime:
         """``t`` in the schedule's time zone."""
@@ -196,9 +214,9 @@ def parse_spec(spec: str, time_zone: str = "UTC") -> Spec:
         raise ConfigurationError(f"a schedule spec is a str, got {type(spec).__name__}")
     text = " ".join(spec.split())
     zone = _zone(time_zone)
-    if text.startswith("@every"):
-        every = _duration(text[len("@every") :].strip(), spec)
-        return Spec("@every " + text[len("@every") :].replace(" ", ""), zone, None, every)
+    if text.lower().startswith("@every"):
+        compact = text[len("@every") :].replace(" ", "").lower()
+        return Spec("@every " + compact, zone, None, _duration(compact, spec))
     if text.startswith("@"):
         cron = ALIASES.get(text.lower())
         if cron is None:
@@ -233,17 +251,38 @@ def _zone(time_zone: str) -> str:
         raise ConfigurationError(
             f"unknown time zone {time_zone!r}: use an IANA name such as 'UTC' or 'Europe/London'"
         ) from exc
+    if time_zone not in _known_zones():
+        # 'localtime' and the like are found, but mean another zone on each machine.
+        raise ConfigurationError(
+            f"time zone {time_zone!r} is not an IANA zone name: every worker must read the spec alike; "
+            "use a name such as 'UTC' or 'Europe/London'"
+        )
     return time_zone
 
 
-def _duration(text: str, spec: str) -> timedelta:
-    compact = text.replace(" ", "")
+@functools.cache
+def _known_zones() -> frozenset[str]:
+    # The zone database lists the machine's own zone and two technical names beside the real ones.
+    return (frozenset(available_timezones()) | {"UTC"}) - {"localtime", "posixrules", "Factory"}
+
+
+def _duration(compact: str, spec: str) -> timedelta:
     parts = _DURATION.findall(compact)
-    if not compact or "".join(n + u for n, u in parts) != compact:
-        raise ConfigurationError(f"schedule spec {spec!r}: @every takes a duration such as 30s, 10m, 1h30m or 2d")
+    units = [u for _, u in parts]
+    if (
+        not compact
+        or "".join(n + u for n, u in parts) != compact
+        or units != sorted(set(units), key=list(_UNITS).index, reverse=True)
+    ):
+        raise ConfigurationError(
+            f"schedule spec {spec!r}: @every takes a duration such as 30s, 10m, 1h30m or 2d "
+            "(each unit once, the largest first)"
+        )
     seconds = sum(int(n) * _UNITS[u] for n, u in parts)
     if seconds < 1:
         raise ConfigurationError(f"schedule spec {spec!r}: @every needs at least one second")
+    if seconds > MAX_EVERY.total_seconds():
+        raise ConfigurationError(f"schedule spec {spec!r}: @every takes at most {MAX_EVERY.days} days; use a cron spec")
     return timedelta(seconds=seconds)
 
 
@@ -269,7 +308,8 @@ class ScheduleStore(Protocol):
         An update keeps ``created_at`` and, when the spec and time zone are the
         same, ``next_slot`` and ``revision`` (defining a schedule again at
         every start-up neither skips nor repeats a slot); otherwise
-        ``next_slot`` is the one given and ``revision`` grows by one.
+        ``next_slot`` is the one given and ``revision`` grows by one. Either
+        way the lease ends: a slot waiting for a retry is tried at once.
         """
         ...
 
@@ -296,9 +336,11 @@ class ScheduleStore(Protocol):
     ) -> bool:
         """Keep what became of ``slot`` (replacing an earlier outcome of the same slot) and move the schedule on.
 
-        With ``next_slot`` the schedule's next slot becomes it, its lease ends
-        and its last slot, outcome and run are set, if its ``revision`` is
-        still ``revision`` and ``next_slot`` is later than the stored one.
+        With ``next_slot`` the schedule's next slot becomes it, its lease
+        becomes ``lease_until`` (None: it ends; a worker firing more slots of
+        it keeps it) and its last slot, outcome and run are set, if its
+        ``revision`` is still ``revision`` and ``next_slot`` is later than
+        the stored one.
         Without (a failed slot, tried again), the next slot stays, the lease
         becomes ``lease_until`` and the last slot, outcome and run are set. Only the
         newest ``KEPT_SLOTS`` slots of a schedule are kept. False when the

@@ -72,17 +72,22 @@ class Maintenance:
         self._lag = LagWatch()
         self._failed_rounds = 0
 
-    def tick(self) -> int:
-        """One round: fire due schedule slots, publish due doorbells, and now and then look for stranded runs."""
+    def fire_schedules(self) -> int:
+        """One round of the schedules: fire the slots that are due (in a thread of their own in workers)."""
         done = 0
         for wf in self.workflows:
             what = f"schedules of workflow {wf.name}"
             try:
                 done += wf.fire_schedules_once()
-            except Exception as exc:
-                self._complaints.failed(what, exc)
+            except BaseException as exc:  # nothing a filter raises may end the thread (SystemExit included)
+                self._complaints.failed(what, exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
                 continue
             self._complaints.succeeded(what)
+        return done
+
+    def tick(self) -> int:
+        """One round: publish due doorbells, and now and then look for stranded runs and measure the lag."""
+        done = 0
         for wf in self._relays:
             what = f"outbox relay of {wf.store!r}"
             try:
@@ -118,8 +123,16 @@ class Maintenance:
             self.tick()
             wait = self.next_wait()
 
+    def run_schedules(self, stop: threading.Event) -> None:
+        """Fire schedules every relay interval: apart from the relay, so a slow filter never holds it up."""
+        while not stop.wait(self.interval):
+            self.fire_schedules()
+
     def start_thread(self, name: str) -> tuple[threading.Thread, threading.Event]:
+        """Start the relay's thread (returned) and the schedules' thread (``{name}-schedules``); one stop for both."""
         stop = threading.Event()
         thread = threading.Thread(target=self.run, args=(stop,), name=name, daemon=True)
         thread.start()
+        schedules = threading.Thread(target=self.run_schedules, args=(stop,), name=f"{name}-schedules", daemon=True)
+        schedules.start()
         return thread, stop

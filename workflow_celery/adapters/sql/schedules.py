@@ -36,7 +36,7 @@ class SQLSchedules:
                 "updated_at": new.excluded.updated_at,
                 "next_slot": case((same, schedules.c.next_slot), else_=new.excluded.next_slot),
                 "revision": case((same, schedules.c.revision), else_=schedules.c.revision + 1),
-                "leased_until": case((same, schedules.c.leased_until), else_=None),
+                "leased_until": None,
                 "spec": new.excluded.spec,
                 "time_zone": new.excluded.time_zone,
             },
@@ -122,7 +122,7 @@ class SQLSchedules:
                 .where(mine, schedules.c.next_slot < to_utc(next_slot))
                 .values(
                     next_slot=to_utc(next_slot),
-                    leased_until=None,
+                    leased_until=None if lease_until is None else to_utc(lease_until),
                     last_slot=to_utc(slot.slot_at),
                     last_outcome=str(slot.outcome),
                     last_run_id=slot.run_id,

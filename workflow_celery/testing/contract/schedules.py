@@ -94,6 +94,18 @@ class ScheduleStoreContract(StoreContract):
         [kept] = store.schedule_slots("wf", "report")
         assert kept.outcome is SlotOutcome.SKIPPED and kept.slot_at == T0 + HOUR
 
+    def test_a_worker_firing_more_slots_keeps_the_lease_and_defining_again_ends_it(self, store: ScheduleStore) -> None:
+        store.put_schedule(schedule(next_slot=T0))
+        [taken] = store.take_due_schedules("wf", T0 + MINUTE, T0 + 2 * MINUTE, 10)
+        assert store.record_slot(slot(at=T0), 1, T0 + SECOND, T0 + 2 * MINUTE)
+        [held] = store.schedules("wf")
+        assert (held.next_slot, held.leased_until) == (T0 + SECOND, T0 + 2 * MINUTE)
+        assert store.take_due_schedules("wf", T0 + MINUTE, T0 + 3 * MINUTE, 10) == []  # still held
+        store.put_schedule(schedule(next_slot=T0 + HOUR))  # the same spec again: the slot stays, the lease ends
+        [again] = store.schedules("wf")
+        assert (again.next_slot, again.leased_until) == (T0 + SECOND, None)
+        assert taken.revision == again.revision
+
     def test_a_failed_slot_keeps_the_schedule_where_it_was_until_the_retry(self, store: ScheduleStore) -> None:
         store.put_schedule(schedule())
         store.take_due_schedules("wf", T0 + HOUR, T0 + 2 * HOUR, 10)
