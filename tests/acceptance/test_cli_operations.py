@@ -93,6 +93,8 @@ def test_status_and_graph(
     assert "workflow order-processing: runs 3 initiated" in text.stdout
     assert "order-processing.created: 3 waiting" in text.stdout and "dead letters: 0" in text.stdout
 
+    queues = json.loads(cli("-A", "examples.orders", "queues", "--json", db=pg_database, broker=broker_url).stdout)
+    assert queues["order-processing"][0] == "order-processing.created"
     graph = cli("-A", "examples.orders", "graph", db=pg_database, broker=broker_url)
     assert graph.stdout == orders.visualise().rstrip() + "\n\n"
     out = cli("-A", "examples.orders", "graph", "--out", str(tmp_path / "g"), db=pg_database, broker=broker_url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,10 @@ def test_a_hook_added_in_a_rolling_deploy_runs_for_every_run(
     assert listed.returncode == 0, listed.stderr
     print(listed.stdout)
     assert re.search(r"^deploy\s+completed\s+export\s+5\s+no$", listed.stdout, re.M), listed.stdout
+    as_json = cli("-A", APP, "hooks", "pending", "--json", db=pg_database, broker=broker_url, env=new_release)
+    assert json.loads(as_json.stdout) == {
+        "pending": [{"workflow": "deploy", "event": "completed", "hook": "export", "pending": 5, "known_here": False}]
+    }
 
     refused = cli(
         "-A", APP, "hooks", "discard", "--event", "completed", "--hook", "send-sms",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -23,11 +24,16 @@ def add_commands(sub: Any) -> None:
     )
     db.set_defaults(func=cmd_db, needs_app=False)
     q = sub.add_parser("queues", help="list the queues the app's workflows declare")
+    q.add_argument("--json", action="store_true", help="as JSON: each workflow's queues")
     q.set_defaults(func=cmd_queues, needs_app=True)
 
 
 def cmd_queues(args: argparse.Namespace) -> int:
-    for wf in find_workflows(args.app).values():
+    workflows = find_workflows(args.app)
+    if args.json:
+        print(json.dumps({name: wf.queues() for name, wf in sorted(workflows.items())}, indent=2))
+        return 0
+    for wf in workflows.values():
         for q in wf.queues():
             print(q)
     return 0

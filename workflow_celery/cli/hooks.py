@@ -12,6 +12,7 @@ discards them here.
 from __future__ import annotations
 
 import argparse
+import json
 from collections import Counter
 from typing import Any
 
@@ -31,6 +32,7 @@ def add_commands(commands: Any) -> None:
     sub = hooks.add_subparsers(dest="hooks_command", required=True, metavar="COMMAND")
     pending = sub.add_parser("pending", help="pending hook executions, by workflow, event and hook")
     pending.add_argument("--workflow", help="only this workflow's")
+    pending.add_argument("--json", action="store_true")
     pending.set_defaults(func=cmd_pending, needs_app=True)
     discard = sub.add_parser("discard", help="delete the pending executions of one hook, which then never run")
     discard.add_argument("--workflow", help="the workflow (needed when the app has several)")
@@ -65,6 +67,11 @@ def cmd_pending(args: argparse.Namespace) -> int:
             for hook, count in sorted(counts.items()):
                 known = "yes" if find_hook(wf.definition, event, hook) is not None else "no"
                 lines.append((wf.name, event, hook, str(count), known))
+    if args.json:
+        keys = ("workflow", "event", "hook", "pending", "known_here")
+        rows_out = [dict(zip(keys, (w, e, h, int(n), k == "yes"), strict=True)) for w, e, h, n, k in lines]
+        print(json.dumps({"pending": rows_out}, indent=2))
+        return 0
     if not lines:
         print(f"no pending hook execution ({', '.join(wf.name for wf in chosen)})")
         return 0
