@@ -76,9 +76,7 @@ def blueprint(
                 return redirect(login_url())
             abort(401)
         if request.method == "POST" and not (csrf_exempt and csrf_exempt()):
-            sent = request.form.get(CSRF_FIELD, "")
-            if not sent or not hmac.compare_digest(sent, session.get(_CSRF_KEY, "")):
-                abort(400, "the form's CSRF token is missing or wrong: reload the page and try again")
+            _check_csrf()
         return None
 
     @bp.after_request
@@ -131,6 +129,13 @@ def _csrf_token() -> str:
     return str(token)
 
 
+def _check_csrf() -> None:
+    """Refuse (400) a POST whose form does not carry the session's CSRF token."""
+    sent = request.form.get(CSRF_FIELD, "")
+    if not sent or not hmac.compare_digest(sent, session.get(_CSRF_KEY, "")):
+        abort(400, "the form's CSRF token is missing or wrong: reload the page and try again")
+
+
 def _respond(result: Page | Redirect) -> Any:
     if isinstance(result, Redirect):
         return redirect(result.location, code=303)
@@ -179,9 +184,7 @@ def create_app(
 
     @app.post("/login")
     def login() -> Any:
-        sent = request.form.get(CSRF_FIELD, "")
-        if not sent or not hmac.compare_digest(sent, session.get(_CSRF_KEY, "")):
-            abort(400, "the form's CSRF token is missing or wrong: reload the page and try again")
+        _check_csrf()
         if not hmac.compare_digest(request.form.get("token", ""), token):
             return _login_page(_csrf_token(), "That is not the token."), 401
         session[_USER_KEY] = "operator"
@@ -189,9 +192,7 @@ def create_app(
 
     @app.post("/logout")
     def logout() -> Any:
-        sent = request.form.get(CSRF_FIELD, "")
-        if not sent or not hmac.compare_digest(sent, session.get(_CSRF_KEY, "")):
-            abort(400, "the form's CSRF token is missing or wrong: reload the page and try again")
+        _check_csrf()
         session.pop(_USER_KEY, None)
         return redirect(url_for("login_form"), code=303)
 
