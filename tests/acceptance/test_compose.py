@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -28,7 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from examples.order_processing import Order, OrderStatus
 from tests.acceptance.conftest import ROOT
-from tests.acceptance.helpers import wait_all_finished, wait_until
+from tests.acceptance.helpers import free_port, wait_all_finished, wait_until
 from workflow_celery import SQLStore, Workflow
 from workflow_celery.adapters.prometheus import DatabaseCollector, PrometheusMetrics
 from workflow_celery.adapters.sql import migrate
@@ -113,12 +112,6 @@ def test_docker_compose_accepts_the_file() -> None:
         env={**os.environ, "FLOWER_PASSWORD": "x"}, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Service:

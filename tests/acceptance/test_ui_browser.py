@@ -20,18 +20,12 @@ from playwright.sync_api import Dialog, Page, sync_playwright
 
 from examples.order_processing import Order, OrderStatus
 from tests.acceptance.conftest import ROOT, Worker
-from tests.acceptance.helpers import wait_all_finished, wait_until
+from tests.acceptance.helpers import free_port, wait_all_finished, wait_until
 from workflow_celery import RunState, SQLStore, Workflow
 
 TOKEN = "a-token-for-the-browser-test"
 EVIL = "<script>alert('pwned')</script>"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def answering(port: int) -> bool:

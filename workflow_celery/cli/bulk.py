@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from ..core import run_actions
 from ..core.errors import InvalidRunStateTransition, WorkflowError
 from ..core.workflow import Workflow
 from .common import find_workflows, pick, positive, run_state_of, status_value
@@ -32,7 +33,7 @@ SHOWN = 10
 
 def add_to(rsub: Any) -> None:
     bulk = rsub.add_parser("bulk", help="pause, resume, cancel or delete the data of every run a filter matches")
-    bulk.add_argument("action", choices=["pause", "resume", "cancel", "delete-data"])
+    bulk.add_argument("action", choices=list(run_actions.TARGETS))
     bulk.add_argument("--workflow", help="the workflow (needed when the app has several)")
     bulk.add_argument("--status", help="only runs at this status")
     bulk.add_argument("--run-state", help="only runs in this run state (e.g. paused)")
@@ -53,17 +54,6 @@ def _matching(wf: Workflow[Any, Any], filters: dict[str, Any], limit: int | None
         if len(page) < PAGE:
             break
     return found if limit is None else found[:limit]
-
-
-def _act(wf: Workflow[Any, Any], action: str, run_id: str, reason: str) -> None:
-    if action == "pause":
-        wf.pause(run_id, reason)
-    elif action == "resume":
-        wf.resume(run_id)
-    elif action == "cancel":
-        wf.cancel(run_id, reason)
-    else:
-        wf.delete_data(run_id, reason)
 
 
 def cmd_bulk(args: argparse.Namespace) -> int:
@@ -88,7 +78,7 @@ def cmd_bulk(args: argparse.Namespace) -> int:
     with bar:
         for run_id, foreign_id in runs:
             try:
-                _act(wf, args.action, run_id, args.reason)
+                run_actions.apply(wf, args.action, run_id, args.reason)
                 changed += 1
             except InvalidRunStateTransition as exc:
                 refused.append({"run_id": run_id, "foreign_id": foreign_id, "why": str(exc)})

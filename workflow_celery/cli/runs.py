@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from ..core import run_actions
 from ..core.errors import RecordNotFound
 from ..core.record import Record
 from ..core.workflow import Workflow
@@ -31,7 +32,7 @@ def add_commands(sub: Any) -> None:
     _add_run_selector(show)
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_show, needs_app=True)
-    for action in ["pause", "resume", "cancel", "delete-data"]:
+    for action in run_actions.TARGETS:
         c = rsub.add_parser(action, help=f"{action} a run")
         _add_run_selector(c)
         if action != "resume":
@@ -229,15 +230,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_control(args: argparse.Namespace) -> int:
     wf, record = _find_run(find_workflows(args.app), args)
-    action = args.action
-    if action == "pause":
-        wf.pause(record.run_id, args.reason)
-    elif action == "resume":
-        wf.resume(record.run_id)
-    elif action == "cancel":
-        wf.cancel(record.run_id, args.reason)
-    else:
-        wf.delete_data(record.run_id, args.reason)
+    run_actions.apply(wf, args.action, record.run_id, getattr(args, "reason", ""))
     after = wf.store.lookup(record.run_id)
     if args.json:
         print(json.dumps({**_row(wf, after), "previous_run_state": record.run_state.name}, indent=2))

@@ -26,8 +26,8 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from .codec import ObjectCodec
-from .errors import ConfigurationError, RecordNotFound, WorkflowInProgress
-from .ports import Clock, RunStore, ScheduleStore
+from .errors import ConfigurationError, WorkflowInProgress
+from .ports import Clock, ScheduleStore
 from .schedules import (
     GRACE,
     CatchUp,
@@ -70,7 +70,7 @@ class Scheduler(Generic[T]):
         self,
         workflow_name: str,
         store: object,
-        runs: RunStore,
+        exists: Callable[[str], bool],
         clock: Clock,
         codec: ObjectCodec[T],
         trigger: Trigger,
@@ -78,7 +78,7 @@ class Scheduler(Generic[T]):
     ) -> None:
         self.workflow_name = workflow_name
         self._store = store if isinstance(store, ScheduleStore) else None
-        self._runs = runs
+        self._exists = exists
         self._clock = clock
         self._codec = codec
         self._trigger = trigger
@@ -223,13 +223,6 @@ class Scheduler(Generic[T]):
                 raise
             return SlotOutcome.TRIGGERED, run_id, "started by another worker"
         return SlotOutcome.TRIGGERED, run_id, ""
-
-    def _exists(self, run_id: str) -> bool:
-        try:
-            self._runs.lookup(run_id)
-        except RecordNotFound:
-            return False
-        return True
 
 
 class _Round:

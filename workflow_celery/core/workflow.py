@@ -93,7 +93,7 @@ class Workflow(AwaitCalls[T, S], AsyncCalls[T, S], ScheduleCalls[T]):
         )
         self.hooks: HookRunner[T, S] = HookRunner(definition, store, clock, options, self.typed, metrics)
         self.scheduler: Scheduler[T] = Scheduler(
-            definition.name, store, store, clock, self.codec, self._scheduled_trigger, options.err_backoff
+            definition.name, store, self._exists, clock, self.codec, self._scheduled_trigger, options.err_backoff
         )
         self.engine.check_deletable()
         starting = definition.graph.starting_nodes()

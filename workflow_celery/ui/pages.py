@@ -10,7 +10,7 @@ unescaped.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,11 +18,12 @@ from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from ..core import run_actions
 from ..core.doorbell import task_id
 from ..core.errors import InvalidRunStateTransition, RecordNotFound, WorkflowError
 from ..core.lag import WaitingRuns
 from ..core.record import Record
-from ..core.run_state import RunState, can_transition
+from ..core.run_state import RunState
 from ..core.text import check_foreign_id
 from ..core.workflow import Workflow
 
@@ -30,10 +31,6 @@ PAGE_SIZE = 50
 HISTORY_SHOWN = 100
 BULK_LIMIT = 10_000
 ACTIONS = {"pause": "Pause", "resume": "Resume", "cancel": "Cancel", "delete-data": "Delete the data of"}
-TARGETS = {
-    "pause": RunState.PAUSED, "resume": RunState.RUNNING, "cancel": RunState.CANCELLED,
-    "delete-data": RunState.REQUESTED_DATA_DELETED,
-}  # fmt: skip
 MAX_PAGE = (2**31 - 1) // PAGE_SIZE
 RUN_ID_LENGTH = 64
 """The longest run id a store keeps (the SQL store's column): a longer one names no run."""
@@ -253,7 +250,7 @@ class RunsUI:
         wf, _ = found
         reason = request.form.get("reason", "").strip() or f"from the web UI by {request.user or 'an operator'}"
         try:
-            _ACT[action](wf, run_id, reason)
+            run_actions.apply(wf, action, run_id, reason)
         except InvalidRunStateTransition as exc:
             return self.refused(request, str(exc), 409)
         return Redirect(f"{request.base}/runs/{run_id}?{urlencode({'done': action})}")
@@ -305,27 +302,6 @@ class RunsUI:
         )
 
 
-def _pause(wf: Workflow[Any, Any], run_id: str, reason: str) -> None:
-    wf.pause(run_id, reason)
-
-
-def _resume(wf: Workflow[Any, Any], run_id: str, reason: str) -> None:
-    wf.resume(run_id)
-
-
-def _cancel(wf: Workflow[Any, Any], run_id: str, reason: str) -> None:
-    wf.cancel(run_id, reason)
-
-
-def _delete(wf: Workflow[Any, Any], run_id: str, reason: str) -> None:
-    wf.delete_data(run_id, reason)
-
-
-_ACT: dict[str, Callable[[Workflow[Any, Any], str, str], None]] = {
-    "pause": _pause, "resume": _resume, "cancel": _cancel, "delete-data": _delete,
-}  # fmt: skip
-
-
 def _resume_all(wf: Workflow[Any, Any], filters: dict[str, Any]) -> dict[str, Any]:
     ids = [r.run_id for r in wf.store.list_runs(wf.name, **filters, limit=BULK_LIMIT, order="asc")]
     resumed, refused = 0, 0
@@ -339,12 +315,8 @@ def _resume_all(wf: Workflow[Any, Any], filters: dict[str, Any]) -> dict[str, An
 
 
 def _possible(state: RunState) -> dict[str, str]:
-    """The actions the run's state allows (a just-started run is seen as running, as ``pause`` sees it)."""
-    return {
-        action: verb
-        for action, verb in ACTIONS.items()
-        if can_transition(state.as_active if action == "pause" else state, TARGETS[action])
-    }
+    """The actions the run's state allows, with their verbs."""
+    return {action: ACTIONS[action] for action in run_actions.allowed(state)}
 
 
 def _int(text: str | None, default: int) -> int:
