@@ -248,7 +248,16 @@ def describe(settings: Settings, queue_polling_s: float) -> str:
 
 
 def summarise(trials: list[Trial]) -> dict[str, Any]:
+    """Medians per DBOS mode, and how our workflow's trials compare with each mode's in the same round.
+
+    ``workflow_over_peer`` holds the ratios of our throughput to the peer's
+    (the median of the rounds' ratios, each between a workflow trial and the
+    peer trial of the same round, so a drift of the machine's speed during
+    the run cancels out) and of our CPU per item to the peer's (each the sum
+    of its roles' medians, as the table shows them).
+    """
     summary: dict[str, Any] = {}
+    ours = {t.trial: t for t in trials if t.system == "workflow"}
     for system in SYSTEMS:
         mine = [t for t in trials if t.system == system]
         if not mine:
@@ -267,8 +276,32 @@ def summarise(trials: list[Trial]) -> dict[str, Any]:
             [sum(t.extra.get("cpu_ms_per_item", {}).values()) for t in mine]
         )
         entry["noisy_trials"] = sum(t.extra.get("other_load", 0.0) > 0.10 for t in mine)
+        pairs = [ours[t.trial].throughput / t.throughput for t in mine if t.trial in ours and t.throughput]
+        # As the table shows them: the sum of each role's median.
+        our_cpu = _cpu_total(list(ours.values()))
+        peer_cpu = sum(v for v in entry["cpu_ms_per_item"].values() if v)
+        entry["workflow_over_peer"] = {
+            "throughput_pairs": pairs,
+            "throughput": median_or_none(list(pairs)),
+            "cpu_ms_per_item": None if not (our_cpu and peer_cpu) else our_cpu / peer_cpu,
+        }
         summary[system] = entry
     return summary
+
+
+def _cpu_total(trials: list[Trial]) -> float:
+    roles = {role for t in trials for role in t.extra.get("cpu_ms_per_item", {})}
+    medians = [median_or_none([t.extra.get("cpu_ms_per_item", {}).get(role) for t in trials]) for role in roles]
+    return sum(m for m in medians if m)
+
+
+def _times(entry: dict[str, Any], key: str) -> str:
+    value = entry.get("workflow_over_peer", {}).get(key)
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _pairs(entry: dict[str, Any]) -> str:
+    return " ".join(f"{r:.2f}" for r in entry.get("workflow_over_peer", {}).get("throughput_pairs", [])) or "-"
 
 
 def _ms(seconds: float | None) -> str:
@@ -291,6 +324,9 @@ def print_table(ours: dict[str, Any], peer: dict[str, Any], noisy: dict[str, int
         ("latency p50 idle (ms)", *(_ms(e["idle_latency_p50_s"]) for _, _, e in columns)),
         ("CPU ms per item (all roles)", *(total(e) for _, _, e in columns)),
         ("noisy trials (other load > 10%)", *(f"{noisy.get(s, 0)} of {e['trials']}" for _, s, e in columns)),
+        ("(b)/(c) throughput, median of rounds", "", *(_times(e, "throughput") for _, _, e in columns[1:])),
+        ("(b)/(c) throughput, each round", "", *(_pairs(e) for _, _, e in columns[1:])),
+        ("(b)/(c) CPU per item", "", *(_times(e, "cpu_ms_per_item") for _, _, e in columns[1:])),
     ]
     header = ("median of trials", *(name for name, _, _ in columns))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
