@@ -59,7 +59,7 @@ class Builder(Generic[T, S]):
     """
 
     def __init__(self, name: str, object_type: type[T], status_type: type[S]) -> None:
-        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
             raise ConfigurationError(
                 f"workflow name {name!r} must start with a letter or digit and contain only letters, digits, "
                 "'-' and '_' (it prefixes queue names)"
@@ -133,7 +133,7 @@ class Builder(Generic[T, S]):
         letter. Raises ``ConfigurationError`` for a bad or repeated name.
         """
         self._check_open()
-        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
             raise ConfigurationError(
                 f"connector name {name!r} must start with a letter or digit and contain only letters, digits, "
                 "'-' and '_'",

@@ -65,8 +65,9 @@ def test_a_redis_stream_shared_by_two_workers_starts_one_run_per_event_when_one_
     reasons = sorted(str(letter["reason"]) for letter in _dead_letters(pg_database, broker_url))
     assert reasons[0].startswith("failed 3 times: ValueError: this order cannot be read")
     assert reasons[1].startswith("not an event: stream entry") and "has no foreign_id field" in reasons[1]
-    wait_until(lambda: client.xpending(NAME, "workflow-celery")["pending"] == 0, 120, "every entry acknowledged")
-    consumers = client.xinfo_consumers(NAME, "workflow-celery")
+    group = "workflow-celery.inbound-orders.orders-in"  # the default: one group per connector
+    wait_until(lambda: client.xpending(NAME, group)["pending"] == 0, 120, "every entry acknowledged")
+    consumers = client.xinfo_consumers(NAME, group)
     assert len(consumers) >= 2 and all(c["pending"] == 0 for c in consumers)
 
 

@@ -67,3 +67,21 @@ def test_list_show_and_discard(store: SQLStore, pg_database: str, broker_url: st
     assert [d.id for d in store.dead_letters()] == ["aaaa2222"]
     assert run("discard", "aaaa2").stdout == "discarded 1 dead letter\n"
     assert run("list").stdout.splitlines()[-1] == "(0 dead letters)"
+
+
+def test_workflows_with_a_store_each_on_one_database_list_each_row_once(
+    store: SQLStore, pg_database: str, broker_url: str
+) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return cli("-A", "tests.acceptance.twostoresapp", *args, db=pg_database, broker=broker_url)
+
+    store.add_dead_letter(kept("cccc1111", "connector:first.in", b"junk", 1))
+    listed = run("dead-letters", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    page = json.loads(listed.stdout)
+    assert (page["total"], [d["id"] for d in page["dead_letters"]]) == (1, ["cccc1111"])
+    shown = run("dead-letters", "show", "cccc")
+    assert shown.returncode == 0 and "queue:            connector:first.in\n" in shown.stdout, shown.stderr
+    status = run("status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert len(json.loads(status.stdout)["stores"]) == 1

@@ -29,7 +29,9 @@ class ListSource:
         self.acked: list[Any] = []
         self.lock = threading.Lock()
 
-    def open(self, consumer: str) -> ListSource:
+    keep_every: float | None = None
+
+    def open(self, consumer: str, connector: str) -> ListSource:
         return self
 
     def fetch(self, timeout: float) -> Sequence[Delivery]:
@@ -41,8 +43,8 @@ class ListSource:
         with self.lock:
             self.acked.append(delivery.token)
 
-    def touch(self, delivery: Delivery) -> None:
-        return None
+    def touch(self, delivery: Delivery) -> bool:
+        return True
 
     def close(self) -> None:
         return None
@@ -63,7 +65,7 @@ def test_each_event_starts_one_run_and_is_acknowledged_after() -> None:
     b.add_connector("orders-in", source, start_run)
     wf, broker = in_process(b)
     runner = ConnectorRunner([wf], consumer="t")
-    stream = source.open("t")
+    stream = source.open("t", "chain.orders-in")
     for d in [*stream.fetch(0), *stream.fetch(0), *stream.fetch(0)]:
         assert runner.handle(wf, wf.definition.connectors["orders-in"], stream, d)
     broker.run_until_idle()
@@ -162,3 +164,92 @@ def test_bad_connectors_are_refused_when_added() -> None:
     b.add_connector("in", source, start_run)
     with pytest.raises(ConfigurationError, match="connector 'in' is added twice"):
         b.add_connector("in", source, start_run)
+
+
+def test_a_function_raising_system_exit_fails_its_event_and_the_consumer_goes_on() -> None:
+    def exits(wf: Workflow[Thing, Status], e: ConnectorEvent) -> None:
+        if e.id == "e-1":
+            raise SystemExit("goodbye")
+        start_run(wf, e)
+
+    source = ListSource([event(1), event(2)], max_attempts=2)
+    b = chain()
+    b.add_connector("orders-in", source, exits)
+    store = MemoryStore()
+    wf, _ = in_process(b, store=store, **FAST)
+    runner = ConnectorRunner([wf], consumer="t").start()
+    try:
+        for _ in range(200):
+            if len(source.acked) == 2:
+                break
+            threading.Event().wait(0.05)
+    finally:
+        runner.stop()
+    assert sorted(source.acked) == ["e-1", "e-2"]
+    [parked] = store.dead_letters()
+    assert parked.reason == "failed 2 times: SystemExit: goodbye"
+    assert [r.foreign_id for r in wf.list()] == ["order-2"]
+
+
+def test_identical_entries_that_are_not_events_are_parked_one_each() -> None:
+    same = b"not json at all"
+    source = ListSource([Delivery(None, same, i, reason="the body is not JSON", key=f"m-{i}") for i in range(3)])
+    b = chain()
+    b.add_connector("orders-in", source, start_run)
+    store = MemoryStore()
+    wf, _ = in_process(b, store=store)
+    runner = ConnectorRunner([wf], consumer="t")
+    for d in source.fetch(0):
+        assert runner.handle(wf, wf.definition.connectors["orders-in"], source, d)
+    assert [letter.body for letter in store.dead_letters()] == [same] * 3
+
+
+class TakenOver(ListSource):
+    """Every event but the first is taken over by another consumer while this one holds it."""
+
+    keep_every = 0.01
+
+    def __init__(self, deliveries: Sequence[Delivery]) -> None:
+        super().__init__(deliveries)
+        self.touched: list[str] = []
+
+    def touch(self, delivery: Delivery) -> bool:
+        with self.lock:
+            self.touched.append(delivery.token)
+        return bool(delivery.token == "e-0")
+
+
+def test_held_events_are_kept_and_one_taken_over_is_left_to_its_new_consumer() -> None:
+    source = TakenOver([event(i) for i in range(3)])
+    b = chain()
+    b.add_connector("orders-in", source, start_run)
+    wf, _ = in_process(b)
+    runner = ConnectorRunner([wf], consumer="t").start()
+    try:
+        for _ in range(200):
+            if source.acked and {"e-1", "e-2"} <= set(source.touched):
+                break
+            threading.Event().wait(0.05)
+    finally:
+        runner.stop()
+    assert source.acked == ["e-0"] and [r.foreign_id for r in wf.list()] == ["order-0"]
+
+
+def test_connectors_of_one_name_in_two_workflows_start_a_run_each_for_one_event() -> None:
+    target, broker = in_process(chain())
+
+    def start_target(wf: Workflow[Thing, Status], e: ConnectorEvent) -> None:
+        target.trigger(e.foreign_id, initial_value=Thing(name=wf.name))
+
+    for name in ("billing", "shipping"):
+        source = ListSource([event(7, foreign_id="order-7")])
+        b = Builder(name, Thing, Status)
+        b.add_step(Status.START, lambda run: Status.MIDDLE, Status.MIDDLE)
+        b.add_connector("orders", source, start_target)
+        wf, _ = in_process(b)
+        runner = ConnectorRunner([wf], consumer="t")
+        [d] = source.fetch(0)
+        assert runner.handle(wf, wf.definition.connectors["orders"], source, d)
+        broker.run_until_idle()  # the first run completes before the second event comes
+    runs = target.list(limit=10)
+    assert sorted(r.object.name for r in runs) == ["billing", "shipping"]

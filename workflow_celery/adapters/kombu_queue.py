@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,13 +23,27 @@ from ..core.errors import ConfigurationError
 
 
 class KombuQueueSource:
-    """Events from the queue ``queue`` of the broker at ``url`` (declared durable if missing)."""
+    """Events from the queue ``queue`` of the broker at ``url`` (declared durable if missing).
+
+    Every consumer of a queue takes its share of the messages: two connectors
+    (of one workflow or two) that both need every event read a queue each.
+    Raises ``ConfigurationError`` for a bad argument or a URL whose transport
+    kombu does not know.
+    """
 
     def __init__(self, url: str, queue: str, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
-        if not queue:
+        if not isinstance(queue, str) or not queue:
             raise ConfigurationError("KombuQueueSource needs a queue name")
-        if max_attempts < 1:
-            raise ConfigurationError("KombuQueueSource: max_attempts must be positive")
+        if type(max_attempts) is not int or max_attempts < 1:
+            raise ConfigurationError("KombuQueueSource: max_attempts must be a whole number, at least 1")
+        if not isinstance(url, str) or not url:
+            raise ConfigurationError("KombuQueueSource needs a broker URL, such as amqp://guest:guest@localhost//")
+        from kombu.connection import Connection
+
+        try:
+            Connection(url).get_transport_cls()  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            raise ConfigurationError(f"KombuQueueSource: no kombu transport for {url.split('://', 1)[0]!r}") from exc
         self.url = url
         self.queue = queue
         self.max_attempts = max_attempts
@@ -37,12 +52,14 @@ class KombuQueueSource:
     def __repr__(self) -> str:
         return f"KombuQueueSource(queue={self.queue!r})"
 
-    def open(self, consumer: str) -> KombuQueueConsumer:
+    def open(self, consumer: str, connector: str) -> KombuQueueConsumer:
         return KombuQueueConsumer(self)
 
 
 class KombuQueueConsumer:
-    """One consumer of the queue, on a connection of its own."""
+    """One consumer of the queue, on a connection of its own, holding one message at a time."""
+
+    keep_every: float | None = None  # the broker keeps an unacknowledged message with its consumer
 
     def __init__(self, source: KombuQueueSource) -> None:
         from kombu.connection import Connection
@@ -50,6 +67,13 @@ class KombuQueueConsumer:
         self.source = source
         self._connection: Any = Connection(source.url)  # type: ignore[no-untyped-call]
         self._queue: Any = self._connection.SimpleQueue(source.queue, serializer="json")  # type: ignore[no-untyped-call]
+        consumer = self._queue.consumer
+        # Without a limit the broker pushes the whole queue to the first consumer, out of the others' reach.
+        consumer.qos(prefetch_count=1)
+        # Raw messages, never decoded by kombu: a body its content type says is JSON but is not would raise
+        # out of every fetch, and come back unacknowledged, for ever. _delivery parses and parks it.
+        consumer.on_message = self._queue.buffer.append
+        consumer.on_decode_error = lambda message, exc: self._queue.buffer.append(message)
 
     def fetch(self, timeout: float) -> Sequence[Delivery]:
         try:
@@ -61,8 +85,8 @@ class KombuQueueConsumer:
     def ack(self, delivery: Delivery) -> None:
         delivery.token.ack()
 
-    def touch(self, delivery: Delivery) -> None:
-        return None  # the broker keeps an unacknowledged message with its consumer while the connection lives
+    def touch(self, delivery: Delivery) -> bool:
+        return True  # the broker keeps an unacknowledged message with its consumer while the connection lives
 
     def close(self) -> None:
         self._queue.close()
@@ -71,13 +95,18 @@ class KombuQueueConsumer:
 
 def _delivery(message: Any) -> Delivery:
     raw = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+    # Nothing in a message's bytes tells two identical ones apart: each is parked as a dead letter of its own.
+    key = str(message.properties.get("message_id") or uuid.uuid4())
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        return Delivery(None, raw, message, reason=f"the body is not JSON: {exc}")
+        return Delivery(None, raw, message, reason=f"the body is not JSON: {exc}", key=key)
     if not isinstance(body, dict) or not isinstance(body.get("foreign_id"), str) or not body["foreign_id"]:
-        return Delivery(None, raw, message, reason="the body is not a JSON object with a foreign_id string")
-    event_id = body.get("id") or message.properties.get("message_id") or hashlib.sha256(raw).hexdigest()
+        return Delivery(None, raw, message, reason="the body is not a JSON object with a foreign_id string", key=key)
+    given = body.get("id")
+    event_id = given if given is not None and given != "" else None
+    event_id = event_id if event_id is not None else message.properties.get("message_id")
+    event_id = event_id if event_id is not None else hashlib.sha256(raw).hexdigest()
     headers = body.get("headers") or {}
     data = body.get("data", "")
     event = ConnectorEvent(

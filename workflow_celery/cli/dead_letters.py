@@ -20,7 +20,7 @@ from typing import Any
 from celery import Celery
 
 from ..core.dead_letters import DeadLetter
-from ..core.ports import RecordStore
+from ..core.ports import RecordStore, one_per_database
 from .common import CliError, find_workflows, not_negative, positive
 
 SHOWN_BODY_BYTES = 4096
@@ -53,10 +53,7 @@ def add_commands(sub: Any) -> None:
 
 
 def _stores(app: str | Celery) -> list[RecordStore]:
-    stores: dict[int, RecordStore] = {}
-    for wf in find_workflows(app).values():
-        stores.setdefault(id(wf.store), wf.store)
-    return list(stores.values())
+    return one_per_database(wf.store for wf in find_workflows(app).values())
 
 
 def _find(stores: list[RecordStore], prefix: str) -> tuple[RecordStore, DeadLetter]:

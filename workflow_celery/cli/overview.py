@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.lag import WaitingRuns, measure
-from ..core.ports import RecordStore
+from ..core.ports import RecordStore, one_per_database
 from ..core.run_state import RunState
 from ..core.schedules import ScheduleStore
 from ..core.workflow import Workflow
@@ -99,12 +99,10 @@ def _store_status(store: RecordStore, now: datetime) -> dict[str, Any]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     workflows = _chosen(args)
-    stores: dict[int, Workflow[Any, Any]] = {}
-    for wf in workflows:
-        stores.setdefault(id(wf.store), wf)
+    stores = one_per_database(workflows, lambda wf: wf.store)
     report = {
         "workflows": [_workflow_status(wf) for wf in workflows],
-        "stores": [_store_status(wf.store, wf.clock.now()) for wf in stores.values()],
+        "stores": [_store_status(wf.store, wf.clock.now()) for wf in stores],
     }
     if args.json:
         print(json.dumps(report, indent=2))

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..core import run_actions
 from ..core.errors import RecordNotFound
+from ..core.ports import one_per_database
 from ..core.record import Record
 from ..core.workflow import Workflow
 from . import bulk
@@ -61,11 +62,11 @@ def _find_run(workflows: dict[str, Workflow[Any, Any]], args: argparse.Namespace
 def _for_run(workflows: dict[str, Workflow[Any, Any]], run_id: str) -> tuple[Workflow[Any, Any], Record]:
     if not run_id:
         raise CliError("give a run id (or a unique prefix of one) or --foreign-id")
-    stores = {id(wf.store): wf.store for wf in workflows.values()}
+    stores = one_per_database(wf.store for wf in workflows.values())
     names = sorted(workflows)
     one = names[0] if len(names) == 1 else None
     matches: list[Record] = []
-    for store in stores.values():
+    for store in stores:
         try:
             matches = [store.lookup(run_id)]
             break
@@ -74,7 +75,7 @@ def _for_run(workflows: dict[str, Workflow[Any, Any]], run_id: str) -> tuple[Wor
     if not matches:
         raise CliError(f"run {run_id!r} not found (workflows: {', '.join(names)})")
     if len(matches) > 1:
-        count = sum(store.count_runs(one, run_id_prefix=run_id) for store in stores.values())
+        count = sum(store.count_runs(one, run_id_prefix=run_id) for store in stores)
         raise CliError(f"run id prefix {run_id!r} matches {count} runs: give more of the run id")
     record = matches[0]
     if record.workflow_name in workflows:

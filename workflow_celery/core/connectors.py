@@ -43,16 +43,34 @@ class ConnectorEvent:
 
 @dataclass(frozen=True)
 class Delivery:
-    """An event as a source handed it out: ``event`` is None when the raw entry is not an event (``reason``)."""
+    """An event as a source handed it out: ``event`` is None when the raw entry is not an event (``reason``).
+
+    ``key`` tells a delivery that is not an event apart from others with the
+    same ``raw`` bytes (two identical malformed messages are parked as two
+    dead letters); empty when the raw bytes already do (a stream entry's id is
+    among them).
+    """
 
     event: ConnectorEvent | None
     raw: bytes
     token: Any
     reason: str = ""
+    key: str = ""
+    delivered: int = 1
+    """How many times the source has handed it out, this time included, where it counts (a Redis group does)."""
 
 
 class ConnectorStream(Protocol):
-    """One consumer's view of a source (a member of its consumer group)."""
+    """One consumer's view of a source (a member of its consumer group).
+
+    ``keep_every`` (seconds) is how often the runner touches each event this
+    consumer holds and has not acknowledged yet (the one being handled and
+    the rest of its batch), so that no other consumer takes them over; None
+    when the source keeps them with their consumer by itself (a broker queue
+    does while the connection lives).
+    """
+
+    keep_every: float | None
 
     def fetch(self, timeout: float) -> Sequence[Delivery]:
         """Events for this consumer, waiting up to ``timeout`` seconds for the first; may return none.
@@ -66,20 +84,30 @@ class ConnectorStream(Protocol):
         """The event is done: no consumer gets it again."""
         ...
 
-    def touch(self, delivery: Delivery) -> None:
-        """The event is still being handled (retried): keep other consumers from taking it over."""
+    def touch(self, delivery: Delivery) -> bool:
+        """The event is still held here: keep other consumers from taking it over.
+
+        False when another consumer has taken it over already (this one was
+        too slow to touch it): it is that consumer's now, and this one must
+        neither handle nor acknowledge it.
+        """
         ...
 
     def close(self) -> None: ...
 
 
 class ConnectorSource(Protocol):
-    """Where a connector's events come from; ``open`` is called once per consumer thread."""
+    """Where a connector's events come from; ``open`` is called once per consumer thread.
+
+    ``consumer`` names this consumer among the source's consumers
+    (``{host}-{pid}``); ``connector`` names the connector, ``{workflow}.{name}``,
+    for a source that keeps a cursor per connector (a Redis consumer group).
+    """
 
     name: str
     max_attempts: int
 
-    def open(self, consumer: str) -> ConnectorStream: ...
+    def open(self, consumer: str, connector: str) -> ConnectorStream: ...
 
 
 ConnectorFn = Callable[[Any, ConnectorEvent], Any]

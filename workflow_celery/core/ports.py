@@ -6,10 +6,10 @@ suite (``workflow_celery.testing.contract``) that every implementation must pass
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from .dead_letters import DeadLetter
 from .metrics import Metrics, NoMetrics, complete_metrics
@@ -26,6 +26,8 @@ from .stored import (
     OutboxMessage,
     StepErrors,
 )
+
+T = TypeVar("T")
 
 __all__ = [
     "KEPT_SLOTS",
@@ -364,3 +366,23 @@ class Dispatcher(Protocol):
     def publish(self, messages: Sequence[OutboxMessage]) -> None:
         """Publish; raising is allowed (the relay will ring again)."""
         ...
+
+
+def one_per_database(items: Iterable[T], store: Callable[[T], object] = lambda item: item) -> list[T]:
+    """``items`` without those whose ``store(item)`` reaches a database an earlier one reaches, in order.
+
+    Two stores built on one URL (each workflow with its own ``SQLStore``) hold
+    the same rows: a listing over both would show every row twice. A store
+    says where its rows live with a ``location`` attribute; one without (the
+    memory store) is a database of its own.
+    """
+    seen: set[object] = set()
+    kept: list[T] = []
+    for item in items:
+        of = store(item)
+        location = getattr(of, "location", None)
+        key = ("location", location) if location is not None else ("object", id(of))
+        if key not in seen:
+            seen.add(key)
+            kept.append(item)
+    return kept

@@ -76,13 +76,20 @@ class ConnectorRunner:
         while not self._stop.is_set():
             try:
                 if stream is None:
-                    stream = spec.source.open(self.consumer)
+                    stream = spec.source.open(self.consumer, f"{wf.name}.{spec.name}")
                     log.info("%s consumes %s as %s", what, spec.source.name, self.consumer)
-                for delivery in stream.fetch(FETCH_TIMEOUT_S):
-                    if self._stop.is_set():
-                        break  # not acknowledged: handed out again after the source's claim time
-                    self.handle(wf, spec, stream, delivery)
-            except Exception as exc:
+                batch = stream.fetch(FETCH_TIMEOUT_S)
+                with Keeper(stream, batch, what) as keeper:
+                    for delivery in batch:
+                        if self._stop.is_set():
+                            break  # not acknowledged: handed out again after the source's claim time
+                        if keeper.lost(delivery):
+                            continue
+                        self.handle(wf, spec, stream, delivery)
+                        keeper.release(delivery)
+            except BaseException as exc:  # nothing may end the thread silently (a SystemExit from fn included)
+                if not isinstance(exc, Exception):
+                    exc = RuntimeError(f"{type(exc).__name__}: {exc}")
                 self._complaints.failed(what, exc)
                 failures += 1
                 if stream is not None:
@@ -102,13 +109,31 @@ class ConnectorRunner:
             self._park(wf, spec, delivery, f"not an event: {delivery.reason}")
             stream.ack(delivery)
             return True
+        if delivery.delivered > spec.source.max_attempts:
+            # Each consumer it was handed to stopped before it was done with it: its function may end the process.
+            reason = (
+                f"handed out {delivery.delivered} times and never acknowledged: the consumers holding it "
+                "stopped (does the function end the process?)"
+            )
+            log.error("connector %s of workflow %s: event %s %s; parked", spec.name, wf.name, event.id, reason)
+            self._park(wf, spec, delivery, reason)
+            stream.ack(delivery)
+            return True
         attempt = 0
         while True:
             attempt += 1
+            if not stream.touch(delivery):
+                log.warning(
+                    "connector %s of workflow %s: event %s was taken over by another consumer; left to it",
+                    spec.name, wf.name, event.id,
+                )  # fmt: skip
+                return False
             try:
-                with handling(spec.name, event):
+                # Named with its workflow: two workflows' connectors of one name are two connectors.
+                with handling(f"{wf.name}.{spec.name}", event):
                     spec.fn(wf, event)
-            except Exception as exc:
+            # An fn that raises SystemExit or KeyboardInterrupt failed on this event; the thread goes on.
+            except BaseException as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 if attempt >= spec.source.max_attempts:
                     log.error(
@@ -126,7 +151,6 @@ class ConnectorRunner:
                 )  # fmt: skip
                 if self._stop.wait(delay.total_seconds()):
                     return False
-                stream.touch(delivery)
                 continue
             stream.ack(delivery)
             return True
@@ -136,7 +160,7 @@ class ConnectorRunner:
     ) -> None:
         """Keep the event as a dead letter: the reason in one line, the traceback among its headers."""
         event = delivery.event
-        key = f"{wf.name}\n{spec.name}\n{event.id if event else delivery.raw.hex()}"
+        key = f"{wf.name}\n{spec.name}\n{event.id if event else delivery.key or delivery.raw.hex()}"
         headers = {} if event is None else {"id": event.id, "foreign_id": event.foreign_id, "type": event.type}
         if detail:
             headers["traceback"] = detail
@@ -151,6 +175,62 @@ class ConnectorRunner:
                 worker=self.consumer,
             )
         )
+
+
+class Keeper:
+    """Touches the events of a batch that this consumer holds, every ``stream.keep_every`` seconds.
+
+    Both the event being handled (``fn`` may run longer than the source's
+    claim time) and the ones waiting behind it in the batch: an event left
+    untouched would be taken over by another consumer and handled twice.
+    An event another consumer took over anyway is ``lost``: skip it.
+    """
+
+    def __init__(self, stream: ConnectorStream, batch: Sequence[Delivery], what: str) -> None:
+        self._stream = stream
+        self._held = list(batch)
+        self._lost: list[Delivery] = []
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._what = what
+        self._thread: threading.Thread | None = None
+        every = stream.keep_every
+        if every is not None and self._held:
+            self._thread = threading.Thread(target=self._keep, args=(every,), name=f"{what} keeper", daemon=True)
+
+    def __enter__(self) -> Keeper:
+        if self._thread is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def lost(self, delivery: Delivery) -> bool:
+        with self._lock:
+            return any(d is delivery for d in self._lost)
+
+    def release(self, delivery: Delivery) -> None:
+        with self._lock:
+            self._held = [d for d in self._held if d is not delivery]
+
+    def _keep(self, every: float) -> None:
+        while not self._done.wait(every):
+            with self._lock:
+                held = list(self._held)
+            for delivery in held:
+                try:
+                    kept = self._stream.touch(delivery)
+                except Exception:
+                    log.warning("%s: could not keep a held event", self._what, exc_info=True)
+                    continue
+                if not kept:
+                    log.warning("%s: a held event was taken over by another consumer; left to it", self._what)
+                    with self._lock:
+                        self._held = [d for d in self._held if d is not delivery]
+                        self._lost.append(delivery)
 
 
 def _close(stream: ConnectorStream) -> None:

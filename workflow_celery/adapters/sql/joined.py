@@ -13,13 +13,14 @@ publish is lost, as always.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from typing import Any, Protocol
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, SessionTransaction
 
 from ...core.errors import ConfigurationError
@@ -64,6 +65,23 @@ IDENTITY = text("SELECT current_database(), pg_postmaster_start_time()")
 def identity(conn: Connection) -> tuple[Any, ...]:
     """The database ``conn`` is on (see ``IDENTITY``)."""
     return tuple(conn.execute(IDENTITY).one())
+
+
+def location(engine: Engine, database_identity: Callable[[], tuple[Any, ...]]) -> tuple[Any, ...] | None:
+    """Which database ``engine`` reaches, whatever its URL's spelling; None for a private in-memory SQLite one.
+
+    PostgreSQL: the database's identity (``IDENTITY``), or the URL when the
+    server does not answer. SQLite: the file's real path.
+    """
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        if url.database in (None, "", ":memory:") or str(url.database).startswith("file:"):
+            return None
+        return ("sqlite", os.path.realpath(str(url.database)))
+    try:
+        return ("postgresql", *database_identity())
+    except Exception:
+        return ("url", url.render_as_string(hide_password=False))
 
 
 @contextmanager

@@ -29,7 +29,7 @@ from .connections import Connections
 from .dead_letters import SQLDeadLetters
 from .engine import make_engine
 from .error_log import SQLErrorLog
-from .joined import identity, joining
+from .joined import identity, joining, location
 from .postgres import PostgresWrites
 from .rows import history_entry, to_message, to_record, violated_constraint
 from .schedules import SQLSchedules
@@ -69,6 +69,11 @@ class SQLStore(SQLErrorLog, SQLDeadLetters, SQLSchedules):
 
     def __repr__(self) -> str:
         return f"SQLStore({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    @property
+    def location(self) -> tuple[Any, ...] | None:
+        """Which database this store's rows live in, whatever the URL's spelling (``joined.location``)."""
+        return location(self.engine, lambda: self._database_identity(False))
 
     # ------------------------------------------------------------------ lifecycle
 
