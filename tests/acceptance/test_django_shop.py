@@ -60,7 +60,7 @@ def test_the_shops_own_tests_pass_under_djangos_test_runner_on_the_test_database
 ) -> None:
     tested = manage("test", "orders", "--noinput", "-v", "2", db=pg_database, broker=broker_url, timeout=600)
     assert tested.returncode == 0, tested.stderr[-5000:]
-    assert "Ran 13 tests" in tested.stderr and "\nOK" in tested.stderr
+    assert "Ran 16 tests" in tested.stderr and "\nOK" in tested.stderr
     test_database = f"test_{sa.make_url(pg_database).database}"
     assert f"Creating test database for alias 'default' ('{test_database}')" in tested.stderr
     # Every run went to the test database, dropped at the end: the project's database was never touched.

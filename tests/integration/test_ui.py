@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.unit.workflows import Status, Thing, chain
-from workflow_celery import ConfigurationError, InProcessBroker, MemoryStore, RunState, Workflow
+from tests.unit.workflows import Status, Thing, chain, start
+from workflow_celery import Builder, ConfigurationError, InProcessBroker, MemoryStore, RunState, SQLStore, Workflow
 from workflow_celery.testing import FakeClock
 from workflow_celery.ui.flask import blueprint, create_app
 
@@ -139,9 +141,12 @@ def test_bulk_resume_counts_first_then_resumes(client: FlaskClient, wf: Workflow
     assert "5 paused runs match." in page
     assert all(wf.lookup(r).run_state == RunState.PAUSED for r in ids[:5])  # counting changes nothing
     assert client.post("/bulk", data={"workflow": "chain", "confirm": "resume"}).status_code == 400
-    result = client.post(
-        "/bulk", data={"csrf_token": csrf(page), "workflow": "chain", "confirm": "resume"}, follow_redirects=True
-    )
+    form = {"csrf_token": csrf(page), "workflow": "chain", "confirm": "resume"}
+    for bad in ("", "abc", "-5", "1e3", "٣"):
+        refused = client.post("/bulk", data={**form, "expected": bad})
+        assert refused.status_code == 400 and "reload the page" in refused.get_data(as_text=True), bad
+    assert 'name="expected" value="5"' in page
+    result = client.post("/bulk", data={**form, "expected": "5"}, follow_redirects=True)
     shown = result.get_data(as_text=True)
     assert "Resumed 5 of 5 runs" in shown and "0 paused runs match." in shown and "resume-all" not in shown
     assert result.request.method == "GET"  # reloading the result page resumes nothing again
@@ -227,3 +232,109 @@ def test_logging_out_needs_the_form(client: FlaskClient) -> None:
     assert client.post("/logout").status_code == 400
     out = client.post("/logout", data={"csrf_token": csrf(page)})
     assert out.status_code == 303 and client.get("/runs").status_code == 302
+
+
+def test_tokens_with_any_characters_are_refused_never_a_crash(client: FlaskClient) -> None:
+    for header in ("Bearer été", "Bearer \udcff", "bearer été"):
+        assert client.get("/runs", headers={"Authorization": header}).status_code == 401
+    form = client.get("/login").get_data(as_text=True)
+    assert client.post("/login", data={"csrf_token": csrf(form), "token": "été"}).status_code == 401
+    assert client.post("/login", data={"csrf_token": "été", "token": TOKEN}).status_code == 400
+    # The scheme is case-insensitive: a script's "bearer" is a bearer.
+    assert client.get("/runs", headers={"Authorization": f"bearer {TOKEN}"}).status_code == 200
+
+
+def test_the_login_page_is_sent_with_the_security_headers(client: FlaskClient) -> None:
+    response = client.get("/login")
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_dates_at_the_edge_of_the_calendar_are_a_bad_filter(client: FlaskClient) -> None:
+    login(client)
+    for query in ("from=0001-01-01T00:00%2B05:00", "to=9999-12-31T23:59:59-05:00"):
+        response = client.get(f"/runs?{query}")
+        assert response.status_code == 400 and "is not a date and time" in response.get_data(as_text=True), query
+        assert client.get(f"/bulk?{query}").status_code == 400
+
+
+def test_a_run_of_a_workflow_the_ui_does_not_show_is_not_found(wf: Workflow[Thing, Status]) -> None:
+    other_builder = Builder("other", Thing, Status)
+    other_builder.add_step(Status.START, start, Status.MIDDLE)
+    other = other_builder.build(InProcessBroker(), wf.store, clock=FakeClock())
+    app = Flask(__name__)
+    app.secret_key = "test"
+    app.register_blueprint(blueprint([wf], authorize=lambda: "ada"), url_prefix="/ops")
+    client = app.test_client()
+    hidden = other.trigger("a")
+    for run_id in (hidden, hidden[:8]):
+        response = client.get(f"/ops/runs/{run_id}")
+        assert response.status_code == 404, response.headers.get("Location")
+
+
+def test_bulk_resumes_no_more_than_the_page_showed_and_its_result_cannot_be_made_up(
+    client: FlaskClient, wf: Workflow[Thing, Status]
+) -> None:
+    login(client)
+    ids = []
+    for i in range(6):
+        ids.append(wf.trigger(f"b-{i}"))
+        wf.clock.advance(timedelta(seconds=1))  # type: ignore[attr-defined]  # oldest first
+    for run_id in ids[:3]:
+        wf.pause(run_id, "incident")
+    page = client.get("/bulk?workflow=chain").get_data(as_text=True)
+    assert "Resume these 3 runs" in page
+    for run_id in ids[3:]:  # paused after the operator looked
+        wf.pause(run_id, "incident")
+    result = client.post(
+        "/bulk",
+        data={"csrf_token": csrf(page), "workflow": "chain", "confirm": "resume", "expected": "3"},
+        follow_redirects=True,
+    ).get_data(as_text=True)
+    assert "Resumed 3 of 3 runs. 3 paused runs still match: resume again" in result
+    assert [wf.lookup(r).run_state for r in ids] == [RunState.RUNNING] * 3 + [RunState.PAUSED] * 3
+    made_up = client.get("/bulk?workflow=chain&tried=9999&resumed=9999&refused=0&sig=abc").get_data(as_text=True)
+    assert "Resumed 9999" not in made_up and "3 paused runs match." in made_up
+    nothing = client.post(
+        "/bulk",
+        data={"csrf_token": csrf(page), "workflow": "chain", "foreign_id": "b-0", "confirm": "resume", "expected": "1"},
+    )
+    link = nothing.headers["Location"]
+    assert "Resumed 0 of 0 runs." in client.get(link).get_data(as_text=True)  # b-0 was resumed already
+    other_filter = link.replace("foreign_id=b-0", "foreign_id=b-5")
+    assert "Resumed" not in client.get(other_filter).get_data(as_text=True)  # the result is its filter's only
+
+
+def test_a_session_ends_when_the_token_changes_and_lasts_eight_hours_at_most(wf: Workflow[Thing, Status]) -> None:
+    first = create_app([wf], TOKEN, mermaid_js="", secret_key="shared").test_client()
+    login(first)
+    cookie = first.get_cookie("session")
+    assert cookie is not None and cookie.expires is not None
+    assert timedelta(hours=7) < cookie.expires - datetime.now(UTC) <= timedelta(hours=8)
+    same_token = create_app([wf], TOKEN, mermaid_js="", secret_key="shared").test_client()
+    same_token.set_cookie("session", cookie.value)
+    assert same_token.get("/runs").status_code == 200
+    new_token = create_app([wf], TOKEN + "-rotated", mermaid_js="", secret_key="shared").test_client()
+    new_token.set_cookie("session", cookie.value)
+    assert new_token.get("/runs").status_code == 302
+    # Without a secret of its own, every process serving the UI signs with a key derived from the token.
+    other_worker = create_app([wf], TOKEN, mermaid_js="").test_client()
+    worker = create_app([wf], TOKEN, mermaid_js="").test_client()
+    login(worker)
+    session = worker.get_cookie("session")
+    assert session is not None
+    other_worker.set_cookie("session", session.value)
+    assert other_worker.get("/runs").status_code == 200
+
+
+def test_a_database_that_does_not_answer_is_a_503_page(tmp_path: Path) -> None:
+    store = SQLStore(f"sqlite:///{tmp_path / 'runs.db'}")
+    store.create_schema()
+    wf = chain().build(InProcessBroker(), store, clock=FakeClock())
+    client = create_app([wf], TOKEN, mermaid_js="").test_client()
+    (tmp_path / "runs.db").unlink()
+    (tmp_path / "runs.db").mkdir()  # where the file was, nothing SQLite can open
+    store.dispose()
+    response = client.get("/runs", headers={"Authorization": f"Bearer {TOKEN}"})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 503 and "the database did not answer" in page and "sqlite" not in page.lower()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import sys
 from typing import Any
 
 from .common import CliError, find_workflows, positive
@@ -46,6 +47,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
         workflows, token, flower_url=args.flower, mermaid_js="" if args.no_mermaid_js else DEFAULT_MERMAID_JS,
         secret_key=os.environ.get("WORKFLOW_CELERY_UI_SECRET"),
     )  # fmt: skip
+    try:
+        workflows[0].store.list_runs(workflows[0].name, limit=1)
+    except Exception as exc:
+        # Serve anyway (the database may come back); its pages answer 503 until then.
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"warning: the database cannot be read: {first_line}", file=sys.stderr, flush=True)
     print(f"workflow-celery UI for {', '.join(wf.name for wf in workflows)} on http://{args.addr}:{args.port}/")
     if TOKEN_ENV not in os.environ:
         print(f"log in with the token {token} (set ${TOKEN_ENV} to choose it)", flush=True)

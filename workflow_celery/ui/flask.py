@@ -17,22 +17,28 @@ Every state-changing request carries a token kept in Flask's signed session
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
 import os
 import secrets
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, Response, abort, redirect, request, session, url_for
+from flask import Blueprint, Flask, Response, abort, current_app, redirect, request, session, url_for
 
-from ..core.errors import ConfigurationError
+from ..core.errors import ConfigurationError, DatabaseConnectionLost
 from ..core.workflow import Workflow
-from .pages import DEFAULT_MERMAID_JS, Page, Redirect, RunsUI, UIRequest
+from .pages import DATABASE_DOWN, DEFAULT_MERMAID_JS, Page, Redirect, RunsUI, UIRequest, security_headers
+
+log = logging.getLogger(__name__)
 
 CSRF_FIELD = "csrf_token"
 _CSRF_KEY = "workflow_celery_ui_csrf"
 _USER_KEY = "workflow_celery_ui_user"
+_TOKEN_KEY = "workflow_celery_ui_token"
+SESSION_HOURS = 8
 TOKEN_ENV = "WORKFLOW_CELERY_UI_TOKEN"
 
 Authorize = Callable[[], Any]
@@ -57,7 +63,7 @@ def blueprint(
     CSRF token: only for credentials a browser never sends on its own (an ``Authorization`` header)."""
     if not callable(authorize):
         raise ConfigurationError("blueprint(authorize=...) must be a function saying who the user is")
-    ui = RunsUI(workflows, flower_url=flower_url, mermaid_js=mermaid_js)
+    ui = RunsUI(workflows, flower_url=flower_url, mermaid_js=mermaid_js, secret=lambda: current_app.secret_key)
     bp = Blueprint(name, __name__)
 
     def ui_request() -> UIRequest:
@@ -81,15 +87,14 @@ def blueprint(
 
     @bp.after_request
     def headers(response: Response) -> Response:
-        script = urlsplit(mermaid_js)
-        script_src = f"{script.scheme}://{script.netloc}" if script.netloc else "'self'"
-        response.headers["Content-Security-Policy"] = (
-            f"default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline' {script_src}; "
-            "frame-ancestors 'none'"
-        )
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "same-origin"
-        return response
+        return _secure(response, mermaid_js)
+
+    def database_down(exc: Exception) -> Any:
+        log.error("the web UI could not read the database", exc_info=exc)
+        return _respond(ui.unavailable(ui_request(), DATABASE_DOWN))
+
+    for error in _database_errors():
+        bp.register_error_handler(error, database_down)
 
     @bp.get("/")
     def index() -> Any:
@@ -122,6 +127,26 @@ def blueprint(
     return bp
 
 
+def _database_errors() -> list[type[Exception]]:
+    """What a store raises when its database cannot be reached: shown as a 503 page rather than a bare 500."""
+    errors: list[type[Exception]] = [DatabaseConnectionLost]
+    try:
+        from sqlalchemy.exc import DBAPIError
+    except ImportError:  # only the memory store here
+        return errors
+    return [*errors, DBAPIError]
+
+
+def _secure(response: Response, mermaid_js: str) -> Response:
+    response.headers.update(security_headers(mermaid_js))
+    return response
+
+
+def _same(given: str, expected: str) -> bool:
+    """A constant-time comparison of two texts, whatever characters they hold (``compare_digest`` on bytes)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
 def _csrf_token() -> str:
     token = session.get(_CSRF_KEY)
     if not token:
@@ -132,7 +157,7 @@ def _csrf_token() -> str:
 def _check_csrf() -> None:
     """Refuse (400) a POST whose form does not carry the session's CSRF token."""
     sent = request.form.get(CSRF_FIELD, "")
-    if not sent or not hmac.compare_digest(sent, session.get(_CSRF_KEY, "")):
+    if not sent or not _same(sent, str(session.get(_CSRF_KEY, ""))):
         abort(400, "the form's CSRF token is missing or wrong: reload the page and try again")
 
 
@@ -153,30 +178,37 @@ def create_app(
     """The standalone UI: a login page asking for ``token``, then the UI at ``/``.
 
     ``Authorization: Bearer <token>`` is accepted as well (for scripts). The
-    session cookie is signed with ``secret_key`` (default: a random key, so a
-    restart logs everyone out).
+    session cookie is signed with ``secret_key``, by default a key derived
+    from the token, so that every process serving the UI (a WSGI server's
+    workers) shares it. A session lasts ``SESSION_HOURS`` at most and ends
+    when the token changes.
     """
     if not token or len(token) < 16:
         raise ConfigurationError("the UI's token must be at least 16 characters")
     app = Flask(__name__)
     app.config.update(
-        SECRET_KEY=secret_key or secrets.token_hex(32),
+        SECRET_KEY=secret_key or hashlib.sha256(f"workflow-celery ui session key\n{token}".encode()).hexdigest(),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
     )
+    # Which token a session logged in with: another token (a new one at a restart) ends it.
+    token_mark = hashlib.sha256(f"workflow-celery ui token\n{token}".encode()).hexdigest()[:16]
 
     def bearer() -> bool | None:
         """True or False for a request with a bearer token (right or wrong), None without one."""
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":  # auth schemes are case-insensitive (RFC 9110)
             return None
-        return hmac.compare_digest(header[7:], token)
+        return _same(given.strip(), token)
 
     def authorized() -> Any:
         given = bearer()
         if given is False:
             abort(401)  # a script with the wrong token: no login page for it
-        return "token" if given else session.get(_USER_KEY)
+        if given:
+            return "token"
+        return session.get(_USER_KEY) if session.get(_TOKEN_KEY) == token_mark else None
 
     @app.get("/login")
     def login_form() -> Any:
@@ -185,16 +217,23 @@ def create_app(
     @app.post("/login")
     def login() -> Any:
         _check_csrf()
-        if not hmac.compare_digest(request.form.get("token", ""), token):
+        if not _same(request.form.get("token", ""), token):
             return _login_page(_csrf_token(), "That is not the token."), 401
+        session.permanent = True  # expires after SESSION_HOURS, rather than when the browser closes
         session[_USER_KEY] = "operator"
+        session[_TOKEN_KEY] = token_mark
         return redirect(url_for("workflow_ui.runs"), code=303)
 
     @app.post("/logout")
     def logout() -> Any:
         _check_csrf()
         session.pop(_USER_KEY, None)
+        session.pop(_TOKEN_KEY, None)
         return redirect(url_for("login_form"), code=303)
+
+    @app.after_request
+    def headers(response: Response) -> Response:
+        return _secure(response, mermaid_js)  # the login page too, which is not the blueprint's
 
     app.register_blueprint(
         blueprint(

@@ -10,26 +10,28 @@ unescaped.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import secrets
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..core import run_actions
 from ..core.doorbell import task_id
-from ..core.errors import InvalidRunStateTransition, RecordNotFound, WorkflowError
+from ..core.errors import InvalidRunStateTransition, RecordNotFound
 from ..core.lag import WaitingRuns
 from ..core.record import Record
 from ..core.run_state import RunState
 from ..core.text import check_foreign_id
 from ..core.workflow import Workflow
+from . import bulk
 
+DATABASE_DOWN = "the database did not answer: try again in a moment (the server's log says why)"
 PAGE_SIZE = 50
 HISTORY_SHOWN = 100
-BULK_LIMIT = 10_000
 ACTIONS = {"pause": "Pause", "resume": "Resume", "cancel": "Cancel", "delete-data": "Delete the data of"}
 MAX_PAGE = (2**31 - 1) // PAGE_SIZE
 RUN_ID_LENGTH = 64
@@ -39,6 +41,20 @@ PREFIX_MIN = 4
 LIVE_SECONDS = 5
 DEFAULT_MERMAID_JS = "https://cdn.jsdelivr.net/npm/mermaid@11.4.1/dist/mermaid.min.js"
 """The script that draws the graphs in the browser; without it (``""``) the diagram shows as mermaid text."""
+
+
+def security_headers(mermaid_js: str) -> dict[str, str]:
+    """The headers every page of the UI is sent with: no framing, no sniffing, scripts from known places only."""
+    script = urlsplit(mermaid_js)
+    script_src = f"{script.scheme}://{script.netloc}" if script.netloc else "'self'"
+    return {
+        "Content-Security-Policy": (
+            f"default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline' {script_src}; "
+            "frame-ancestors 'none'"
+        ),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+    }
 
 
 @dataclass(frozen=True)
@@ -75,8 +91,19 @@ Response = Page | Redirect
 class RunsUI:
     """The pages of the workflows it is given. ``flower_url``: where Flower is, to link each task to it."""
 
-    def __init__(self, workflows: Sequence[Workflow[Any, Any]], *, flower_url: str = "", mermaid_js: str = "") -> None:
+    def __init__(
+        self,
+        workflows: Sequence[Workflow[Any, Any]],
+        *,
+        flower_url: str = "",
+        mermaid_js: str = "",
+        secret: Callable[[], str | bytes | None] | None = None,
+    ) -> None:
         self.workflows = {wf.name: wf for wf in sorted(workflows, key=lambda w: w.name)}
+        # Signs the result of a bulk resume carried by the redirect, so that a link cannot show a made-up one:
+        # with the host's secret key (its processes share it), else with one of this process'.
+        self._secret = secret
+        self._own_secret = secrets.token_bytes(32)
         self.flower_url = flower_url.rstrip("/")
         self.mermaid_js = mermaid_js
         self.env = Environment(
@@ -106,6 +133,10 @@ class RunsUI:
 
     def refused(self, request: UIRequest, what: str, status: int = 403) -> Page:
         return self._render(request, "error.html", status, title="Refused", message=what)
+
+    def unavailable(self, request: UIRequest, what: str = "") -> Page:
+        """503: the database did not answer (its error is in the server's log, not on the page)."""
+        return self._render(request, "error.html", 503, title="Database unavailable", message=what)
 
     # -- the runs list -----------------------------------------------------------
 
@@ -175,8 +206,10 @@ class RunsUI:
     def _by_prefix(self, prefix: str) -> list[str]:
         if len(prefix) < PREFIX_MIN or len(prefix) > RUN_ID_LENGTH or "\x00" in prefix:
             return []
-        stores = {id(wf.store): wf for wf in self.workflows.values()}
-        found = [r.run_id for wf in stores.values() for r in wf.store.list_runs(None, run_id_prefix=prefix, limit=2)]
+        # Only this UI's workflows: a run of another one in the same database is not found here.
+        found: list[str] = []
+        for wf in self.workflows.values():
+            found += [r.run_id for r in wf.store.list_runs(wf.name, run_id_prefix=prefix, limit=2)]
         return found
 
     def run(self, request: UIRequest, run_id: str) -> Response:
@@ -269,14 +302,28 @@ class RunsUI:
         if request.form.get("confirm") == "resume":
             if not request.may_change:
                 return self.refused(request, "you may look at runs but not change them")
-            done = _resume_all(wf, filters)
+            # No more than the number the page showed (the oldest first): the count the operator agreed to.
+            expected = bulk.expected_count(request.form.get("expected", ""))
+            if expected is None:
+                return self._render(
+                    request, "error.html", 400, title="Bad request",
+                    message="the form says no number of runs to resume: reload the page and try again",
+                )  # fmt: skip
+            done: dict[str, Any] = bulk.resume_all(wf, filters, expected)
+            done["sig"] = bulk.sign(self._key(), wf.name, kept, done)
             # Post, redirect, get: reloading the result page does not resume again.
             return Redirect(f"{request.base}/bulk?{urlencode({**kept, 'workflow': wf.name, **done})}")
         matched = wf.store.count_runs(wf.name, **filters)
-        result = {k: _int(request.query.get(k), 0) for k in ("tried", "resumed", "refused")}
+        result = {k: _int(request.query.get(k), 0) for k in bulk.COUNTS}
+        shown = bulk.genuine(self._key(), wf.name, kept, result, str(request.query.get("sig", "")))
         return self._render(
-            request, "bulk.html", wf=wf.name, matched=matched, query=kept, result=result if result["tried"] else None
-        )
+            request, "bulk.html", wf=wf.name, matched=matched, query=kept, result=result if shown else None,
+            limit=bulk.BULK_LIMIT, expected=min(matched, bulk.BULK_LIMIT),
+        )  # fmt: skip
+
+    def _key(self) -> bytes:
+        given = self._secret() if self._secret is not None else None
+        return (given.encode() if isinstance(given, str) else given) or self._own_secret
 
     # -- graphs ------------------------------------------------------------------------
 
@@ -302,18 +349,6 @@ class RunsUI:
         )
 
 
-def _resume_all(wf: Workflow[Any, Any], filters: dict[str, Any]) -> dict[str, Any]:
-    ids = [r.run_id for r in wf.store.list_runs(wf.name, **filters, limit=BULK_LIMIT, order="asc")]
-    resumed, refused = 0, 0
-    for run_id in ids:
-        try:
-            wf.resume(run_id)
-            resumed += 1
-        except WorkflowError:
-            refused += 1
-    return {"tried": len(ids), "resumed": resumed, "refused": refused}
-
-
 def _possible(state: RunState) -> dict[str, str]:
     """The actions the run's state allows, with their verbs."""
     return {action: ACTIONS[action] for action in run_actions.allowed(state)}
@@ -329,9 +364,10 @@ def _int(text: str | None, default: int) -> int:
 def _when(text: str, name: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
-    except ValueError:
+        # In UTC, as the store compares them: a time at the edge of the calendar has no UTC equivalent.
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         raise ValueError(f"{name}: {text!r} is not a date and time such as 2026-12-01T09:30") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _at(value: datetime) -> str:

@@ -17,7 +17,7 @@ from django.test import Client, TestCase, TransactionTestCase
 from shop.celery import app
 from sqlalchemy.engine import make_url
 
-from workflow_celery import RecordNotFound, RunState
+from workflow_celery import RecordNotFound, RunState, SQLStore
 from workflow_celery.contrib.django.models import Run
 from workflow_celery.testing import celery_worker
 
@@ -144,15 +144,44 @@ class RunsUITests(TestCase):
         self.assertEqual(done.status_code, 303)
         self.assertEqual(wf.lookup(self.run_id).run_state, RunState.PAUSED)
         self.assertContains(client.get("/workflows/bulk", {"workflow": "shop-orders"}), "1 paused run matches.")
-        client.post("/workflows/bulk", {"csrfmiddlewaretoken": token, "workflow": "shop-orders", "confirm": "resume"})
+        bulk = {"csrfmiddlewaretoken": token, "workflow": "shop-orders", "confirm": "resume", "expected": "1"}
+        client.post("/workflows/bulk", bulk)
         self.assertEqual(wf.lookup(self.run_id).run_state, RunState.RUNNING)
 
     def test_staff_without_the_permission_may_look_but_not_change(self) -> None:
         viewer = User.objects.create_user("viewer", is_staff=True)
+        viewer.user_permissions.add(Permission.objects.get(codename="view_run"))
         self.client.force_login(viewer)
         self.assertNotContains(self.client.get(f"/workflows/runs/{self.run_id}"), "/pause")
         self.assertEqual(self.client.post(f"/workflows/runs/{self.run_id}/pause").status_code, 403)
         self.assertEqual(wf.lookup(self.run_id).run_state, RunState.INITIATED)
+
+    def test_staff_without_the_view_permission_see_no_run(self) -> None:
+        self.client.force_login(User.objects.create_user("nobody", is_staff=True))
+        for url in ("/workflows/runs", f"/workflows/runs/{self.run_id}", "/workflows/bulk"):
+            response = self.client.get(url)
+            self.assertEqual(response.status_code, 403, url)
+            self.assertNotContains(response, self.run_id, status_code=403)
+
+    def test_a_database_that_does_not_answer_is_a_503_page(self) -> None:
+        self.client.force_login(self.admin)
+        assert isinstance(wf.store, SQLStore)
+        url = wf.store.engine.url.set(database="wfc_no_such_database")
+        unreachable = SQLStore(url.render_as_string(hide_password=False))
+        store, wf.store = wf.store, unreachable
+        try:
+            response = self.client.get("/workflows/runs")
+        finally:
+            wf.store = store
+            unreachable.dispose()
+        self.assertContains(response, "the database did not answer", status_code=503)
+        self.assertNotContains(response, "wfc_no_such_database", status_code=503)
+
+    def test_pages_are_sent_with_a_content_security_policy(self) -> None:
+        self.client.force_login(self.admin)
+        response = self.client.get("/workflows/runs")
+        self.assertIn("frame-ancestors 'none'", response["Content-Security-Policy"])
+        self.assertEqual(response["X-Content-Type-Options"], "nosniff")
 
 
 class CheckoutWithAWorkerTests(TransactionTestCase):

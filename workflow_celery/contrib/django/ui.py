@@ -3,9 +3,10 @@
     # urls.py
     path("workflows/", include("workflow_celery.contrib.django.ui")),
 
-Every page needs a staff user (``staff_member_required``: the admin's login);
-pausing, resuming, cancelling and deleting data need the permission the
-admin's actions need, ``workflow_celery.change_run``. Forms carry Django's
+Every page needs a staff user (``staff_member_required``: the admin's login)
+with the permission the admin asks to show runs, ``workflow_celery.view_run``
+(or ``change_run``); pausing, resuming, cancelling and deleting data need the
+permission the admin's actions need, ``workflow_celery.change_run``. Forms carry Django's
 CSRF token and ``CsrfViewMiddleware`` checks it. Settings
 ``WORKFLOW_CELERY["UI_FLOWER_URL"]`` (Flower's URL, to link tasks) and
 ``WORKFLOW_CELERY["UI_MERMAID_JS"]`` (the script drawing graphs; empty:
@@ -14,6 +15,7 @@ text only) are optional. See ``docs/ui.md``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, cast
@@ -24,12 +26,17 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.middleware.csrf import get_token
 from django.urls import path, reverse
 from django.views.decorators.http import require_http_methods
+from sqlalchemy.exc import DBAPIError
 
-from ...ui.pages import DEFAULT_MERMAID_JS, Page, Redirect, RunsUI, UIRequest
+from ...core.errors import DatabaseConnectionLost
+from ...ui.pages import DATABASE_DOWN, DEFAULT_MERMAID_JS, Page, Redirect, RunsUI, UIRequest, security_headers
 from .admin import workflows
+
+log = logging.getLogger(__name__)
 
 app_name = "workflow_celery_ui"
 PERMISSION = "workflow_celery.change_run"
+VIEW_PERMISSION = "workflow_celery.view_run"
 
 
 @lru_cache(maxsize=1)
@@ -39,6 +46,7 @@ def _ui() -> RunsUI:
         list(workflows().values()),
         flower_url=str(options.get("UI_FLOWER_URL", "")),
         mermaid_js=str(options.get("UI_MERMAID_JS", DEFAULT_MERMAID_JS)),
+        secret=lambda: str(settings.SECRET_KEY),
     )
 
 
@@ -59,7 +67,8 @@ def _respond(result: Page | Redirect) -> HttpResponse:
         response.status_code = 303
         return response
     response = HttpResponse(result.html, status=result.status, content_type="text/html; charset=utf-8")
-    response["X-Content-Type-Options"] = "nosniff"
+    for name, value in security_headers(_ui().mermaid_js).items():
+        response[name] = value
     return response
 
 
@@ -94,8 +103,19 @@ View = Callable[..., HttpResponse]
 
 
 def _staff(view: View, *methods: str) -> View:
+    def viewer(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        user: Any = request.user
+        if not (user.has_perm(VIEW_PERMISSION) or user.has_perm(PERMISSION)):
+            # The admin shows runs to those with the view permission only: so does the UI.
+            return _respond(_ui().refused(_request(request), f"seeing runs needs the permission {VIEW_PERMISSION}"))
+        try:
+            return view(request, *args, **kwargs)
+        except (DatabaseConnectionLost, DBAPIError) as exc:
+            log.error("the web UI could not read the database", exc_info=exc)
+            return _respond(_ui().unavailable(_request(request), DATABASE_DOWN))
+
     # Django ships no type hints: its decorators, typed.
-    return cast(View, staff_member_required(require_http_methods(list(methods))(view)))
+    return cast(View, staff_member_required(require_http_methods(list(methods))(viewer)))
 
 
 urlpatterns = [
