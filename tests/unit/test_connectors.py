@@ -59,6 +59,15 @@ def start_run(wf: Workflow[Thing, Status], e: ConnectorEvent) -> None:
     wf.trigger(e.foreign_id, initial_value=Thing(name=e.id))
 
 
+def connected(source: ListSource, fn: Any) -> tuple[Workflow[Thing, Status], MemoryStore]:
+    """The chain workflow with the connector ``orders-in`` on ``source``, on a memory store, fast backoff."""
+    b = chain()
+    b.add_connector("orders-in", source, fn)
+    store = MemoryStore()
+    wf, _ = in_process(b, store=store, **FAST)
+    return wf, store
+
+
 def test_each_event_starts_one_run_and_is_acknowledged_after() -> None:
     source = ListSource([event(i) for i in range(12)])
     b = chain()
@@ -106,10 +115,7 @@ def test_a_failing_event_is_retried_then_parked_as_a_dead_letter() -> None:
         start_run(wf, e)
 
     source = ListSource([event(1), event(2)], max_attempts=3)
-    b = chain()
-    b.add_connector("orders-in", source, flaky)
-    store = MemoryStore()
-    wf, _ = in_process(b, store=store, **FAST)
+    wf, store = connected(source, flaky)
     runner = ConnectorRunner([wf], consumer="worker-1")
     spec = wf.definition.connectors["orders-in"]
     for d in source.fetch(0):
@@ -173,10 +179,7 @@ def test_a_function_raising_system_exit_fails_its_event_and_the_consumer_goes_on
         start_run(wf, e)
 
     source = ListSource([event(1), event(2)], max_attempts=2)
-    b = chain()
-    b.add_connector("orders-in", source, exits)
-    store = MemoryStore()
-    wf, _ = in_process(b, store=store, **FAST)
+    wf, store = connected(source, exits)
     runner = ConnectorRunner([wf], consumer="t").start()
     try:
         for _ in range(200):
