@@ -227,7 +227,8 @@ class Keeper:
                     log.warning("%s: could not keep a held event", self._what, exc_info=True)
                     continue
                 if not kept:
-                    log.warning("%s: a held event was taken over by another consumer; left to it", self._what)
+                    held_id = delivery.event.id if delivery.event is not None else delivery.reason
+                    log.warning("%s: event %s was taken over by another consumer; left to it", self._what, held_id)
                     with self._lock:
                         self._held = [d for d in self._held if d is not delivery]
                         self._lost.append(delivery)
