@@ -103,10 +103,9 @@ def _delivery(message: Any) -> Delivery:
         return Delivery(None, raw, message, reason=f"the body is not JSON: {exc}", key=key)
     if not isinstance(body, dict) or not isinstance(body.get("foreign_id"), str) or not body["foreign_id"]:
         return Delivery(None, raw, message, reason="the body is not a JSON object with a foreign_id string", key=key)
-    given = body.get("id")
-    event_id = given if given is not None and given != "" else None
-    event_id = event_id if event_id is not None else message.properties.get("message_id")
-    event_id = event_id if event_id is not None else hashlib.sha256(raw).hexdigest()
+    # The body's id (0 is one), else the message_id property, else a digest of the body.
+    given = (body.get("id"), message.properties.get("message_id"))
+    event_id = next((v for v in given if v is not None and v != ""), hashlib.sha256(raw).hexdigest())
     headers = body.get("headers") or {}
     data = body.get("data", "")
     event = ConnectorEvent(

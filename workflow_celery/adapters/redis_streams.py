@@ -171,10 +171,10 @@ class RedisStreamConsumer:
         if not entry_ids:
             return {}
         pending = self._redis.xpending_range(
-            self.source.stream, self.group, min=entry_ids[0], max=entry_ids[-1], count=len(entry_ids) + 100
-        )
-        wanted = set(entry_ids)
-        return {p["message_id"]: int(p["times_delivered"]) for p in pending if p["message_id"] in wanted}
+            self.source.stream, self.group, min=entry_ids[0], max=entry_ids[-1], count=len(entry_ids),
+            consumername=self.consumer,
+        )  # fmt: skip
+        return {p["message_id"]: int(p["times_delivered"]) for p in pending}
 
     def ack(self, delivery: Delivery) -> None:
         self._redis.xack(self.source.stream, self.group, delivery.token)

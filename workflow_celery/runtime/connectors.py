@@ -72,35 +72,36 @@ class ConnectorRunner:
     def _consume(self, wf: Workflow[Any, Any], spec: ConnectorSpec) -> None:
         what = f"connector {spec.name} of workflow {wf.name}"
         stream: ConnectorStream | None = None
+        keeper: Keeper | None = None
         failures = 0
         while not self._stop.is_set():
             try:
-                if stream is None:
+                if stream is None or keeper is None:
                     stream = spec.source.open(self.consumer, f"{wf.name}.{spec.name}")
+                    keeper = Keeper(stream, what)
                     log.info("%s consumes %s as %s", what, spec.source.name, self.consumer)
                 batch = stream.fetch(FETCH_TIMEOUT_S)
-                with Keeper(stream, batch, what) as keeper:
-                    for delivery in batch:
-                        if self._stop.is_set():
-                            break  # not acknowledged: handed out again after the source's claim time
-                        if keeper.lost(delivery):
-                            continue
-                        self.handle(wf, spec, stream, delivery)
-                        keeper.release(delivery)
+                keeper.hold(batch)
+                for delivery in batch:
+                    if self._stop.is_set():
+                        break  # not acknowledged: handed out again after the source's claim time
+                    if keeper.lost(delivery):
+                        continue
+                    self.handle(wf, spec, stream, delivery)
+                    keeper.release(delivery)
+                keeper.hold(())
             except BaseException as exc:  # nothing may end the thread silently (a SystemExit from fn included)
                 if not isinstance(exc, Exception):
                     exc = RuntimeError(f"{type(exc).__name__}: {exc}")
                 self._complaints.failed(what, exc)
                 failures += 1
-                if stream is not None:
-                    _close(stream)
-                    stream = None
+                _close(stream, keeper)
+                stream, keeper = None, None
                 self._stop.wait(backoff(wf.options.err_backoff, wf.options.max_backoff, failures).total_seconds())
                 continue
             failures = 0
             self._complaints.succeeded(what)
-        if stream is not None:
-            _close(stream)
+        _close(stream, keeper)
 
     def handle(self, wf: Workflow[Any, Any], spec: ConnectorSpec, stream: ConnectorStream, delivery: Delivery) -> bool:
         """Hand one delivery to the connector's function until it succeeds or is parked; True once acknowledged."""
@@ -178,48 +179,54 @@ class ConnectorRunner:
 
 
 class Keeper:
-    """Touches the events of a batch that this consumer holds, every ``stream.keep_every`` seconds.
+    """Touches the events this consumer holds, every ``stream.keep_every`` seconds, in a thread of its own.
 
-    Both the event being handled (``fn`` may run longer than the source's
-    claim time) and the ones waiting behind it in the batch: an event left
-    untouched would be taken over by another consumer and handled twice.
-    An event another consumer took over anyway is ``lost``: skip it.
+    One per open stream. It holds the current batch: the event being handled
+    (``fn`` may run longer than the source's claim time) and the ones waiting
+    behind it, since an event left untouched would be taken over by another
+    consumer and handled twice. An event another consumer took over anyway is
+    ``lost``: skip it. A source that keeps held events by itself
+    (``keep_every`` None) gets no thread.
     """
 
-    def __init__(self, stream: ConnectorStream, batch: Sequence[Delivery], what: str) -> None:
+    def __init__(self, stream: ConnectorStream, what: str) -> None:
         self._stream = stream
-        self._held = list(batch)
-        self._lost: list[Delivery] = []
+        self._what = what
+        # By identity: a Delivery need not be hashable, and each is referenced here while it is held.
+        self._held: dict[int, Delivery] = {}
+        self._lost: set[int] = set()
         self._lock = threading.Lock()
         self._done = threading.Event()
-        self._what = what
         self._thread: threading.Thread | None = None
-        every = stream.keep_every
-        if every is not None and self._held:
-            self._thread = threading.Thread(target=self._keep, args=(every,), name=f"{what} keeper", daemon=True)
-
-    def __enter__(self) -> Keeper:
-        if self._thread is not None:
+        if stream.keep_every is not None:
+            self._thread = threading.Thread(
+                target=self._keep, args=(stream.keep_every,), name=f"{what} keeper", daemon=True
+            )
             self._thread.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
+    def hold(self, batch: Sequence[Delivery]) -> None:
+        """From now on, keep these (and no others)."""
+        with self._lock:
+            self._held = {id(d): d for d in batch}
+            self._lost.clear()
+
+    def lost(self, delivery: Delivery) -> bool:
+        with self._lock:
+            return id(delivery) in self._lost
+
+    def release(self, delivery: Delivery) -> None:
+        with self._lock:
+            self._held.pop(id(delivery), None)
+
+    def close(self) -> None:
         self._done.set()
         if self._thread is not None:
             self._thread.join()
 
-    def lost(self, delivery: Delivery) -> bool:
-        with self._lock:
-            return any(d is delivery for d in self._lost)
-
-    def release(self, delivery: Delivery) -> None:
-        with self._lock:
-            self._held = [d for d in self._held if d is not delivery]
-
     def _keep(self, every: float) -> None:
         while not self._done.wait(every):
             with self._lock:
-                held = list(self._held)
+                held = list(self._held.values())
             for delivery in held:
                 try:
                     kept = self._stream.touch(delivery)
@@ -230,11 +237,15 @@ class Keeper:
                     held_id = delivery.event.id if delivery.event is not None else delivery.reason
                     log.warning("%s: event %s was taken over by another consumer; left to it", self._what, held_id)
                     with self._lock:
-                        self._held = [d for d in self._held if d is not delivery]
-                        self._lost.append(delivery)
+                        if self._held.pop(id(delivery), None) is not None:
+                            self._lost.add(id(delivery))
 
 
-def _close(stream: ConnectorStream) -> None:
+def _close(stream: ConnectorStream | None, keeper: Keeper | None) -> None:
+    if keeper is not None:
+        keeper.close()  # first: it touches the stream
+    if stream is None:
+        return
     try:
         stream.close()
     except Exception:

@@ -28,9 +28,9 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, current_app, redirect, request, session, url_for
 
-from ..core.errors import ConfigurationError, DatabaseConnectionLost
+from ..core.errors import ConfigurationError
 from ..core.workflow import Workflow
-from .pages import DATABASE_DOWN, DEFAULT_MERMAID_JS, Page, Redirect, RunsUI, UIRequest, security_headers
+from .pages import DATABASE_ERRORS, DEFAULT_MERMAID_JS, Page, Redirect, RunsUI, UIRequest, security_headers
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +91,9 @@ def blueprint(
 
     def database_down(exc: Exception) -> Any:
         log.error("the web UI could not read the database", exc_info=exc)
-        return _respond(ui.unavailable(ui_request(), DATABASE_DOWN))
+        return _respond(ui.unavailable(ui_request()))
 
-    for error in _database_errors():
+    for error in DATABASE_ERRORS:
         bp.register_error_handler(error, database_down)
 
     @bp.get("/")
@@ -125,16 +125,6 @@ def blueprint(
         return _respond(ui.graph(ui_request(), workflow))
 
     return bp
-
-
-def _database_errors() -> list[type[Exception]]:
-    """What a store raises when its database cannot be reached: shown as a 503 page rather than a bare 500."""
-    errors: list[type[Exception]] = [DatabaseConnectionLost]
-    try:
-        from sqlalchemy.exc import DBAPIError
-    except ImportError:  # only the memory store here
-        return errors
-    return [*errors, DBAPIError]
 
 
 def _secure(response: Response, mermaid_js: str) -> Response:

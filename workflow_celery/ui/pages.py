@@ -18,10 +18,11 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy.exc import DBAPIError
 
 from ..core import run_actions
 from ..core.doorbell import task_id
-from ..core.errors import InvalidRunStateTransition, RecordNotFound
+from ..core.errors import DatabaseConnectionLost, InvalidRunStateTransition, RecordNotFound
 from ..core.lag import WaitingRuns
 from ..core.record import Record
 from ..core.run_state import RunState
@@ -30,6 +31,8 @@ from ..core.workflow import Workflow
 from . import bulk
 
 DATABASE_DOWN = "the database did not answer: try again in a moment (the server's log says why)"
+DATABASE_ERRORS: tuple[type[Exception], ...] = (DatabaseConnectionLost, DBAPIError)
+"""What a store raises when its database does not answer: each adapter shows ``RunsUI.unavailable`` for it."""
 PAGE_SIZE = 50
 HISTORY_SHOWN = 100
 ACTIONS = {"pause": "Pause", "resume": "Resume", "cancel": "Cancel", "delete-data": "Delete the data of"}
@@ -134,9 +137,9 @@ class RunsUI:
     def refused(self, request: UIRequest, what: str, status: int = 403) -> Page:
         return self._render(request, "error.html", status, title="Refused", message=what)
 
-    def unavailable(self, request: UIRequest, what: str = "") -> Page:
-        """503: the database did not answer (its error is in the server's log, not on the page)."""
-        return self._render(request, "error.html", 503, title="Database unavailable", message=what)
+    def unavailable(self, request: UIRequest) -> Page:
+        """503: the database did not answer (one of ``DATABASE_ERRORS``; the error goes to the log, not the page)."""
+        return self._render(request, "error.html", 503, title="Database unavailable", message=DATABASE_DOWN)
 
     # -- the runs list -----------------------------------------------------------
 

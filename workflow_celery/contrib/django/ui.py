@@ -26,10 +26,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.middleware.csrf import get_token
 from django.urls import path, reverse
 from django.views.decorators.http import require_http_methods
-from sqlalchemy.exc import DBAPIError
 
-from ...core.errors import DatabaseConnectionLost
-from ...ui.pages import DATABASE_DOWN, DEFAULT_MERMAID_JS, Page, Redirect, RunsUI, UIRequest, security_headers
+from ...ui.pages import DATABASE_ERRORS, DEFAULT_MERMAID_JS, Page, Redirect, RunsUI, UIRequest, security_headers
 from .admin import workflows
 
 log = logging.getLogger(__name__)
@@ -110,9 +108,9 @@ def _staff(view: View, *methods: str) -> View:
             return _respond(_ui().refused(_request(request), f"seeing runs needs the permission {VIEW_PERMISSION}"))
         try:
             return view(request, *args, **kwargs)
-        except (DatabaseConnectionLost, DBAPIError) as exc:
+        except DATABASE_ERRORS as exc:
             log.error("the web UI could not read the database", exc_info=exc)
-            return _respond(_ui().unavailable(_request(request), DATABASE_DOWN))
+            return _respond(_ui().unavailable(_request(request)))
 
     # Django ships no type hints: its decorators, typed.
     return cast(View, staff_member_required(require_http_methods(list(methods))(viewer)))
