@@ -18,6 +18,7 @@ from workflow_celery import (
     RunState,
     Workflow,
 )
+from workflow_celery.core import run_actions
 from workflow_celery.core.failures import backoff
 from workflow_celery.core.run_state import TRANSITIONS, can_transition
 from workflow_celery.testing import FakeClock
@@ -295,6 +296,22 @@ def test_the_transition_table() -> None:
     assert sum(not can_transition(a, b) for a in RunState for b in RunState) == 49 - 11
 
 
+def test_only_a_paused_run_is_resumed_by_hand() -> None:
+    """A just-started run reaches RUNNING through its own step; a resume would skip its retry's backoff."""
+    assert can_transition(RunState.INITIATED, RunState.RUNNING)
+    assert not can_transition(RunState.INITIATED, RunState.RUNNING, by_hand=True)
+    assert [s for s in RunState if can_transition(s, RunState.RUNNING, by_hand=True)] == [RunState.PAUSED]
+    clock = FakeClock()
+    wf, broker, _store = flaky_workflow(Flaky(1), clock)
+    run_id = wf.trigger("r-1")
+    broker._deliver(broker._queue.get_nowait())  # the first attempt fails: the next one waits for the backoff
+    with pytest.raises(InvalidRunStateTransition, match="from INITIATED to RUNNING"):
+        wf.resume(run_id)
+    assert wf.lookup(run_id).run_state == RunState.INITIATED
+    assert "resume" not in run_actions.allowed(RunState.INITIATED)
+    assert run_actions.allowed(RunState.PAUSED) == ["resume", "cancel"]
+
+
 @pytest.mark.parametrize("current", list(RunState))
 @pytest.mark.parametrize("target", list(API))
 def test_every_run_state_change_through_the_api(current: RunState, target: RunState) -> None:
@@ -302,7 +319,7 @@ def test_every_run_state_change_through_the_api(current: RunState, target: RunSt
     wf, run_id = states_reachable(clock)[current]
     before = wf.store.lookup(run_id)
     history = wf.store.history(run_id)
-    if can_transition(current, target):
+    if can_transition(current, target, by_hand=True):
         API[target](wf, run_id)
         assert wf.store.lookup(run_id).run_state == target
         return

@@ -32,4 +32,8 @@ def apply(wf: Workflow[Any, Any], action: str, run_id: str, reason: str) -> None
 
 def allowed(state: RunState) -> list[str]:
     """The actions ``state`` allows (a just-started run is seen as running, as ``pause`` sees it)."""
-    return [a for a, target in TARGETS.items() if can_transition(state.as_active if a == "pause" else state, target)]
+    return [
+        a
+        for a, target in TARGETS.items()
+        if can_transition(state.as_active if a == "pause" else state, target, by_hand=True)
+    ]

@@ -60,7 +60,17 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
 """Allowed run-state changes; the same table luno/workflow enforces."""
 
 
-def can_transition(current: RunState, target: RunState) -> bool:
+def can_transition(current: RunState, target: RunState, *, by_hand: bool = False) -> bool:
+    """Whether the table allows ``current`` -> ``target``.
+
+    ``by_hand``: a change asked for from outside the steps (pause, resume,
+    cancel, a delete request). Then only a ``PAUSED`` run may go to
+    ``RUNNING``: an ``INITIATED`` run gets there through its own step, and
+    resuming it would skip the backoff of a failed first attempt. (The
+    original lets such a resume through.)
+    """
+    if by_hand and target is RunState.RUNNING and current is not RunState.PAUSED:
+        return False
     return target in TRANSITIONS[current]
 
 
@@ -71,9 +81,10 @@ def check_transition(
     workflow: str | None = None,
     run_id: str | None = None,
     foreign_id: str | None = None,
+    by_hand: bool = False,
 ) -> None:
-    """Raise :class:`InvalidRunStateTransition` naming both states if not allowed."""
-    if not can_transition(current, target):
+    """Raise :class:`InvalidRunStateTransition` naming both states if not allowed (see ``can_transition``)."""
+    if not can_transition(current, target, by_hand=by_hand):
         raise InvalidRunStateTransition(
             f"invalid run state transition: from {current.name} to {target.name}",
             workflow=workflow,

@@ -142,8 +142,9 @@ class Transitions(Generic[T, S]):
         full budget of attempts again.
         """
         check_transition(
-            record.run_state, target, workflow=self.definition.name, run_id=record.run_id, foreign_id=record.foreign_id
-        )
+            record.run_state, target, workflow=self.definition.name, run_id=record.run_id,
+            foreign_id=record.foreign_id, by_hand=True,
+        )  # fmt: skip
         new = self.next_record(record, run_state=target, reason=reason, now=now)
         return self.commit(new, record, now, reset_errors=target == RunState.RUNNING, keep_running=keep_running)
 
