@@ -299,6 +299,7 @@ def test_bulk_resumes_no_more_than_the_page_showed_and_its_result_cannot_be_made
         "/bulk",
         data={"csrf_token": csrf(page), "workflow": "chain", "foreign_id": "b-0", "confirm": "resume", "expected": "1"},
     )
+    assert "Resume this run" in client.get("/bulk?workflow=chain&foreign_id=b-3").get_data(as_text=True)
     link = nothing.headers["Location"]
     assert "Resumed 0 of 0 runs." in client.get(link).get_data(as_text=True)  # b-0 was resumed already
     other_filter = link.replace("foreign_id=b-0", "foreign_id=b-5")

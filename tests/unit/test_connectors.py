@@ -131,7 +131,7 @@ def test_a_failing_event_is_retried_then_parked_as_a_dead_letter() -> None:
     assert [r.foreign_id for r in wf.list()] == ["order-2"]
 
 
-def test_an_entry_that_is_not_an_event_is_parked_at_once() -> None:
+def test_an_entry_that_is_not_an_event_is_parked_at_once(caplog: pytest.LogCaptureFixture) -> None:
     source = ListSource([Delivery(None, b"\xffjunk", "x-1", reason="stream entry x-1 has no foreign_id field")])
     b = chain()
     b.add_connector("orders-in", source, start_run)
@@ -142,6 +142,7 @@ def test_an_entry_that_is_not_an_event_is_parked_at_once() -> None:
     assert runner.handle(wf, wf.definition.connectors["orders-in"], source, d)
     [parked] = store.dead_letters()
     assert parked.body == b"\xffjunk" and parked.reason == "not an event: stream entry x-1 has no foreign_id field"
+    assert "parked, not an event: stream entry x-1 has no foreign_id field" in caplog.text  # operators see it
 
 
 def test_the_in_process_broker_consumes_connectors_while_started() -> None:

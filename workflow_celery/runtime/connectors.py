@@ -107,6 +107,7 @@ class ConnectorRunner:
         """Hand one delivery to the connector's function until it succeeds or is parked; True once acknowledged."""
         event = delivery.event
         if event is None:
+            log.warning("connector %s of workflow %s: parked, not an event: %s", spec.name, wf.name, delivery.reason)
             self._park(wf, spec, delivery, f"not an event: {delivery.reason}")
             stream.ack(delivery)
             return True
