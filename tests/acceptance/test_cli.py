@@ -46,6 +46,14 @@ def test_db_commands(pg_database: str, broker_url: str) -> None:
     assert "schema is at revision" in up.stdout
     cur = cli("db", "current", db=pg_database, broker=broker_url)
     assert cur.returncode == 0 and cur.stdout.strip() == up.stdout.split()[-1]
+    shown = sa.make_url(pg_database).render_as_string(hide_password=True)
+    as_json = json.loads(cli("db", "current", "--json", db=pg_database, broker=broker_url).stdout)
+    revision = cur.stdout.strip()
+    assert as_json == {"databases": [{"url": shown, "revision": revision, "head": revision, "at_head": True}]}
+    again = json.loads(cli("db", "upgrade", "--url", pg_database, "--json", db=pg_database, broker=broker_url).stdout)
+    assert again == as_json
+    both = cli("db", "upgrade", "--sql", "--json", db=pg_database, broker=broker_url)
+    assert (both.returncode, both.stdout) == (1, "") and "cannot go together" in both.stderr
 
 
 def test_list_show_and_control_runs(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -27,6 +28,9 @@ def test_list_show_and_discard(store: SQLStore, pg_database: str, broker_url: st
     store.add_dead_letter(kept("aaaa1111", "order-processing.created", b"this is not json\n\x00\xff", 1))
     store.add_dead_letter(kept("aaaa2222", "order-processing.paid", b"{}", 2, "unknown task 'x'"))
     store.add_dead_letter(kept("bbbb3333", "order-processing.created", b"\x01" * 5000, 3))
+    headed = dataclasses.replace(kept("cccc4444", "q", b"{}", 4), headers='{"task": "x", "retries": 2}')
+    store.add_dead_letter(headed)
+    store.add_dead_letter(dataclasses.replace(kept("dddd5555", "q", b"{}", 5), headers="<a repr, not JSON>"))
 
     listed = run("list", "--queue", "order-processing.created")
     assert listed.returncode == 0, listed.stderr
@@ -37,7 +41,16 @@ def test_list_show_and_discard(store: SQLStore, pg_database: str, broker_url: st
         "(2 dead letters from queue order-processing.created)",
     ]
     page = json.loads(run("list", "--limit", "1", "--offset", "1", "--json").stdout)
-    assert (page["total"], [d["id"] for d in page["dead_letters"]]) == (3, ["aaaa2222"])
+    assert (page["total"], [d["id"] for d in page["dead_letters"]]) == (5, ["cccc4444"])
+
+    # Headers come as an object to script against, and as the text kept, which may not be JSON.
+    with_headers = json.loads(run("show", "cccc", "--json").stdout)
+    assert with_headers["headers"] == {"task": "x", "retries": 2}
+    assert with_headers["headers_text"] == '{"task": "x", "retries": 2}'
+    not_json = json.loads(run("show", "dddd", "--json").stdout)
+    assert (not_json["headers"], not_json["headers_text"]) == (None, "<a repr, not JSON>")
+    assert json.loads(run("show", "aaaa1", "--json").stdout)["headers"] is None
+    assert run("discard", "cccc", "dddd").stdout == "discarded 2 dead letters\n"
 
     shown = run("show", "aaaa1")
     assert shown.returncode == 0, shown.stderr

@@ -15,6 +15,7 @@ from tests.unit.workflows import Status, Thing, chain, start
 from workflow_celery import Builder, ConfigurationError, InProcessBroker, MemoryStore, RunState, SQLStore, Workflow
 from workflow_celery.testing import FakeClock
 from workflow_celery.ui.flask import blueprint, create_app
+from workflow_celery.ui.pages import DEFAULT_MERMAID_INTEGRITY, DEFAULT_MERMAID_JS
 
 TOKEN = "a-long-enough-test-token"
 EVIL = "<script>alert('x')</script>"
@@ -139,6 +140,9 @@ def test_bulk_resume_counts_first_then_resumes(client: FlaskClient, wf: Workflow
         wf.pause(run_id, "incident")
     page = client.get("/bulk?workflow=chain").get_data(as_text=True)
     assert "5 paused runs match." in page
+    # The status filter offers the workflow's statuses, as the runs page does; the one asked for is selected.
+    assert '<select name="status"><option value="">any</option><option>START</option>' in page, page
+    assert "<option selected>START</option>" in client.get("/bulk?workflow=chain&status=start").get_data(as_text=True)
     assert all(wf.lookup(r).run_state == RunState.PAUSED for r in ids[:5])  # counting changes nothing
     assert client.post("/bulk", data={"workflow": "chain", "confirm": "resume"}).status_code == 400
     form = {"csrf_token": csrf(page), "workflow": "chain", "confirm": "resume"}
@@ -160,6 +164,13 @@ def test_the_graph_shows_the_runs_at_each_status(client: FlaskClient, wf: Workfl
     page = client.get("/graph/chain").get_data(as_text=True)
     assert re.search(r">START</a></td><td>3</td>", page) and "INITIATED 3" in page
     assert "stateDiagram-v2" in page and "<script" not in page  # no script: mermaid_js=""
+    pinned = create_app([wf], TOKEN).test_client()
+    login(pinned)
+    script = re.search(r"<script src=[^>]*>", pinned.get("/graph/chain").get_data(as_text=True))
+    assert script and f'src="{DEFAULT_MERMAID_JS}" integrity="{DEFAULT_MERMAID_INTEGRITY}"' in script.group(0)
+    own = create_app([wf], TOKEN, mermaid_js="https://cdn.example/mermaid.js").test_client()
+    login(own)
+    assert '<script src="https://cdn.example/mermaid.js"></script>' in own.get("/graph/chain").get_data(as_text=True)
     assert client.get("/graph/nope").status_code == 404
 
 
@@ -213,6 +224,13 @@ def test_odd_input_is_a_clear_refusal_never_a_crash(client: FlaskClient, wf: Wor
     assert backwards.status_code == 400 and "earlier than" in backwards.get_data(as_text=True)
     prefix = client.get(f"/runs/{run_id[:8]}")
     assert prefix.status_code == 303 and prefix.headers["Location"].endswith(f"/runs/{run_id}")
+    # The confirmation form takes a prefix too; the change itself is only ever posted to the whole id.
+    confirm = client.get(f"/runs/{run_id[:8]}/pause")
+    assert confirm.status_code == 303 and confirm.headers["Location"].endswith(f"/runs/{run_id}/pause")
+    form = client.get(confirm.headers["Location"]).get_data(as_text=True)
+    assert f'action="/runs/{run_id}/pause"' in form, form
+    assert client.post(f"/runs/{run_id[:8]}/pause", data={"csrf_token": csrf(form)}).status_code == 404
+    assert wf.lookup(run_id).run_state != RunState.PAUSED
 
 
 def test_scripts_use_the_token_as_a_bearer_and_a_wrong_one_is_a_401(

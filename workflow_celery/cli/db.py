@@ -22,6 +22,7 @@ def add_commands(sub: Any) -> None:
     db.add_argument(
         "--sql", action="store_true", help="upgrade: print the SQL for a DBA to review and run, change nothing"
     )
+    db.add_argument("--json", action="store_true", help="as JSON: each database's URL, its revision and the newest one")
     db.set_defaults(func=cmd_db, needs_app=False)
     q = sub.add_parser("queues", help="list the queues the app's workflows declare")
     q.add_argument("--json", action="store_true", help="as JSON: each workflow's queues")
@@ -44,7 +45,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     from sqlalchemy import make_url
     from sqlalchemy.exc import ArgumentError, DBAPIError
 
-    from ..adapters.sql.migrate import current, upgrade, upgrade_script
+    from ..adapters.sql.migrate import current, head, upgrade, upgrade_script
 
     targets: list[Engine | str] = []
     if args.url:
@@ -55,6 +56,9 @@ def cmd_db(args: argparse.Namespace) -> int:
         targets = [os.environ[URL_ENV]]
     else:
         raise CliError(f"give -A APP (its workflows' store), --url, or set {URL_ENV}")
+    if args.json and args.sql:
+        raise CliError("--json and --sql cannot go together: --sql prints SQL")
+    databases: list[dict[str, Any]] = []
     for target in targets:
         try:
             shown = make_url(target if isinstance(target, str) else target.url).render_as_string(hide_password=True)
@@ -71,11 +75,18 @@ def cmd_db(args: argparse.Namespace) -> int:
         try:
             if args.db_command == "upgrade":
                 upgrade(target)
-                print(f"{where}schema is at revision {current(target)}")
-            else:
-                print(f"{where}{current(target) or '(no schema)'}")
+            revision = current(target)
         except DBAPIError as exc:
             raise CliError(f"{describe(exc)} ({shown})") from exc
+        databases.append({"url": shown, "revision": revision, "head": head(), "at_head": revision == head()})
+        if args.json:
+            continue
+        if args.db_command == "upgrade":
+            print(f"{where}schema is at revision {revision}")
+        else:
+            print(f"{where}{revision or '(no schema)'}")
+    if args.json:
+        print(json.dumps({"databases": databases}, indent=2))
     return 0
 
 

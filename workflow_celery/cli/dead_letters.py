@@ -104,6 +104,21 @@ def _count_line(total: int, offset: int, shown: int, queue: str | None) -> str:
     return f"({offset + 1}-{offset + shown} of {letters}{more})"
 
 
+def headers_object(text: str) -> dict[str, Any] | None:
+    """A dead letter's headers as a JSON object, or None when its text is not one.
+
+    Headers are kept as text (``DeadLetter.headers``): JSON when the message
+    had a mapping of them, cut at ``MAX_HEADERS_TEXT`` characters when long,
+    or the ``repr`` of something else. ``--json`` gives the object when there
+    is one, and the text always (``headers_text``).
+    """
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     _, letter = _find(_stores(args.app), args.id)
     if args.raw:
@@ -115,7 +130,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             **_summary(letter),
             "content_type": letter.content_type,
             "content_encoding": letter.content_encoding,
-            "headers": letter.headers,
+            "headers": headers_object(letter.headers),
+            "headers_text": letter.headers,
             "body_base64": base64.b64encode(letter.body).decode("ascii"),
         }
         print(json.dumps(document, indent=2))

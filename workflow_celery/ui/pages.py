@@ -44,6 +44,7 @@ PREFIX_MIN = 4
 LIVE_SECONDS = 5
 DEFAULT_MERMAID_JS = "https://cdn.jsdelivr.net/npm/mermaid@11.4.1/dist/mermaid.min.js"
 """The script that draws the graphs in the browser; without it (``""``) the diagram shows as mermaid text."""
+DEFAULT_MERMAID_INTEGRITY = "sha384-rbtjAdnIQE/aQJGEgXrVUlMibdfTSa4PQju4HDhN3sR2PmaKFzhEafuePsl9H/9I"  # its npm file
 
 
 def security_headers(mermaid_js: str) -> dict[str, str]:
@@ -117,10 +118,10 @@ class RunsUI:
         )
 
     def _render(self, request: UIRequest, template: str, status: int = 200, **context: Any) -> Page:
+        context.setdefault("workflows", list(self.workflows))
         html = self.env.get_template(template).render(
             base=request.base, csrf_name=request.csrf_name, csrf_value=request.csrf_value,
-            may_change=request.may_change, user=request.user, logout_url=request.logout_url,
-            workflows=list(self.workflows), **context,
+            may_change=request.may_change, user=request.user, logout_url=request.logout_url, **context,
         )  # fmt: skip
         return Page(html, status)
 
@@ -134,8 +135,9 @@ class RunsUI:
     def not_found(self, request: UIRequest, what: str) -> Page:
         return self._render(request, "error.html", 404, title="Not found", message=what)
 
-    def refused(self, request: UIRequest, what: str, status: int = 403) -> Page:
-        return self._render(request, "error.html", status, title="Refused", message=what)
+    def refused(self, request: UIRequest, what: str, status: int = 403, *, may_see: bool = True) -> Page:
+        """An error page; for a user who ``may_see`` no runs, without the navigation (it names the workflows)."""
+        return self._render(request, "error.html", status, title="Refused", message=what, nav=may_see)
 
     def unavailable(self, request: UIRequest) -> Page:
         """503: the database did not answer (one of ``DATABASE_ERRORS``; the error goes to the log, not the page)."""
@@ -157,7 +159,7 @@ class RunsUI:
         return self._render(
             request, "runs.html", wf=wf.name, rows=[self._row(wf, r) for r in records], total=total, page=page,
             pages=max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1), query=kept,
-            statuses=[wf.definition.status_name(s) for s in wf.definition.graph.nodes],
+            statuses=_statuses(wf),
             run_states=[s.name for s in RunState], live=q.get("live") == "1", live_seconds=LIVE_SECONDS,
             page_url=lambda n: f"{request.base}/runs?{urlencode({**kept, 'page': n})}",
         )  # fmt: skip
@@ -215,15 +217,19 @@ class RunsUI:
             found += [r.run_id for r in wf.store.list_runs(wf.name, run_id_prefix=prefix, limit=2)]
         return found
 
+    def _by_prefix_or_not_found(self, request: UIRequest, run_id: str, then: str = "") -> Response:
+        """A redirect to the page of the one run whose id starts with ``run_id`` (plus ``then``), else a 404."""
+        matches = self._by_prefix(run_id)
+        if len(matches) == 1:
+            return Redirect(f"{request.base}/runs/{matches[0]}{then}")
+        if len(matches) > 1:
+            return self.not_found(request, f"{run_id!r} starts several run ids: give more of it")
+        return self.not_found(request, f"run {run_id} not found")
+
     def run(self, request: UIRequest, run_id: str) -> Response:
         found = self._find(run_id)
         if found is None:
-            matches = self._by_prefix(run_id)
-            if len(matches) == 1:
-                return Redirect(f"{request.base}/runs/{matches[0]}")
-            if len(matches) > 1:
-                return self.not_found(request, f"{run_id!r} starts several run ids: give more of it")
-            return self.not_found(request, f"run {run_id} not found")
+            return self._by_prefix_or_not_found(request, run_id)
         wf, record = found
         history = wf.store.history(run_id)
         shown = history[-HISTORY_SHOWN:]
@@ -263,12 +269,13 @@ class RunsUI:
             done=request.query.get("done") if request.query.get("done") in ACTIONS else "",
         )  # fmt: skip
 
-    def confirm(self, request: UIRequest, run_id: str, action: str) -> Page:
+    def confirm(self, request: UIRequest, run_id: str, action: str) -> Response:
+        """The form that asks before ``action``; it takes a run id prefix, but ``act`` needs the whole id."""
         if action not in ACTIONS:
             return self.not_found(request, f"no action {action!r}")
         found = self._find(run_id)
         if found is None:
-            return self.not_found(request, f"run {run_id} not found")
+            return self._by_prefix_or_not_found(request, run_id, f"/{action}")
         wf, record = found
         return self._render(
             request, "confirm.html", wf=wf.name, run=self._row(wf, record), action=action, verb=ACTIONS[action]
@@ -321,7 +328,7 @@ class RunsUI:
         shown = bulk.genuine(self._key(), wf.name, kept, result, str(request.query.get("sig", "")))
         return self._render(
             request, "bulk.html", wf=wf.name, matched=matched, query=kept, result=result if shown else None,
-            limit=bulk.BULK_LIMIT, expected=min(matched, bulk.BULK_LIMIT),
+            limit=bulk.BULK_LIMIT, expected=min(matched, bulk.BULK_LIMIT), statuses=_statuses(wf),
         )  # fmt: skip
 
     def _key(self) -> bytes:
@@ -348,8 +355,9 @@ class RunsUI:
             for s in wf.definition.graph.nodes
         ]
         return self._render(
-            request, "graph.html", wf=wf.name, diagram=wf.visualise(), rows=rows, mermaid_js=self.mermaid_js
-        )
+            request, "graph.html", wf=wf.name, diagram=wf.visualise(), rows=rows, mermaid_js=self.mermaid_js,
+            mermaid_integrity=DEFAULT_MERMAID_INTEGRITY if self.mermaid_js == DEFAULT_MERMAID_JS else "",
+        )  # fmt: skip
 
 
 def _possible(state: RunState) -> dict[str, str]:
@@ -386,3 +394,7 @@ def _duration(delta: timedelta) -> str:
     if seconds < 7200:
         return f"+{seconds / 60:.1f} min"
     return f"+{seconds / 3600:.1f} h"
+
+
+def _statuses(wf: Workflow[Any, Any]) -> list[str]:
+    return [wf.definition.status_name(s) for s in wf.definition.graph.nodes]

@@ -162,6 +162,7 @@ class RunsUITests(TestCase):
             response = self.client.get(url)
             self.assertEqual(response.status_code, 403, url)
             self.assertNotContains(response, self.run_id, status_code=403)
+            self.assertNotContains(response, "shop-orders", status_code=403)  # not even the workflows' names
 
     def test_a_database_that_does_not_answer_is_a_503_page(self) -> None:
         self.client.force_login(self.admin)

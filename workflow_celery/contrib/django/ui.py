@@ -105,7 +105,8 @@ def _staff(view: View, *methods: str) -> View:
         user: Any = request.user
         if not (user.has_perm(VIEW_PERMISSION) or user.has_perm(PERMISSION)):
             # The admin shows runs to those with the view permission only: so does the UI.
-            return _respond(_ui().refused(_request(request), f"seeing runs needs the permission {VIEW_PERMISSION}"))
+            refusal = f"seeing runs needs the permission {VIEW_PERMISSION}"
+            return _respond(_ui().refused(_request(request), refusal, may_see=False))
         try:
             return view(request, *args, **kwargs)
         except DATABASE_ERRORS as exc:
