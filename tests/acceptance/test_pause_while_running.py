@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.acceptance.attemptsapp import Job
 from tests.acceptance.conftest import Worker
 from tests.acceptance.helpers import marks, wait_until
@@ -13,10 +15,17 @@ from workflow_celery import RunState, SQLStore
 
 
 def test_pause_and_resume_during_a_step_waits_for_it_before_running_the_step_again(
-    broker_url: str, store: SQLStore, start_worker: Callable[..., Worker], tmp_path: Path
+    broker_url: str,
+    store: SQLStore,
+    start_worker: Callable[..., Worker],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Long enough, here (where the resume rings) and in the workers, that the relay would not ring the
+    # dropped doorbell again for a minute: the worker whose attempt was superseded must, once it ends.
+    env = {"WFC_REDELIVER_AFTER": "60"}
+    monkeypatch.setenv("WFC_REDELIVER_AFTER", "60")
     wf = attempts(broker_url, store)
-    env = {"WFC_REDELIVER_AFTER": "2"}
     start_worker(APP, "attempts.*", concurrency=2, env=env)
     start_worker(APP, "attempts.*", concurrency=2, env=env)
     run_id = wf.trigger("paused-1", initial_value=Job(marker_dir=str(tmp_path), sleep=5.0))
@@ -28,4 +37,5 @@ def test_pause_and_resume_during_a_step_waits_for_it_before_running_the_step_aga
     ends = sorted(m["t"] for m in marks(tmp_path, "done", run_id))
     assert len(starts) == 2, f"the step ran {len(starts)} times: {starts}"  # the first one's result was superseded
     assert starts[1] >= ends[0], f"the second execution started {ends[0] - starts[1]:.1f}s before the first ended"
+    assert starts[1] - ends[0] < 30, f"the step was rung again {starts[1] - ends[0]:.1f}s after the first ended"
     print(f"the step ran again {starts[1] - ends[0]:.1f}s after the superseded execution ended")

@@ -80,6 +80,19 @@ def test_the_library_imports_pytest_only_for_the_contract_suite() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
+def test_building_a_store_imports_no_migrations(tmp_path: Path) -> None:
+    # Alembic logs a line per plugin at INFO as it loads: an app that only builds a store and triggers stays quiet.
+    code = (
+        "import sys\n"
+        "from workflow_celery import SQLStore\n"
+        f"store = SQLStore('sqlite:///{tmp_path / 'quiet.db'}')\n"
+        "assert 'alembic' not in sys.modules, 'imported alembic'\n"
+        "store.create_schema()\n"
+        "assert 'alembic' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
 def _example_in_docs() -> str:
     page = (Path(__file__).resolve().parents[2] / "docs" / "stores.md").read_text(encoding="utf-8")
     section = page[page.index("## Testing your own store") :]

@@ -206,8 +206,9 @@ def test_cancel_is_a_database_state() -> None:
     clock = FakeClock()
     wf, broker, _store = flaky_workflow(Flaky(0), clock)
     run_id = wf.trigger("c-1")
-    with pytest.raises(InvalidRunStateTransition):
-        wf.cancel(run_id)  # as in the original table: a run that has not started can be paused, not cancelled
+    # As in the original table: a run that has not started can be paused, not cancelled; the error says so.
+    with pytest.raises(InvalidRunStateTransition, match="INITIATED to CANCELLED: a run that is INITIATED can only"):
+        wf.cancel(run_id)
     broker._deliver(broker._queue.get_nowait())  # START -> MIDDLE: the run is running
     wf.cancel(run_id, "customer changed their mind")
     broker.drain()  # the already published message finds a cancelled run
@@ -305,10 +306,13 @@ def test_only_a_paused_run_is_resumed_by_hand() -> None:
     wf, broker, _store = flaky_workflow(Flaky(1), clock)
     run_id = wf.trigger("r-1")
     broker._deliver(broker._queue.get_nowait())  # the first attempt fails: the next one waits for the backoff
-    with pytest.raises(InvalidRunStateTransition, match="from INITIATED to RUNNING"):
+    with pytest.raises(InvalidRunStateTransition, match="from INITIATED to RUNNING: only a PAUSED run can be resumed"):
         wf.resume(run_id)
     assert wf.lookup(run_id).run_state == RunState.INITIATED
     assert "resume" not in run_actions.allowed(RunState.INITIATED)
+    wf.pause(run_id, "look")
+    with pytest.raises(InvalidRunStateTransition, match="from PAUSED to PAUSED: the run is PAUSED already"):
+        wf.pause(run_id, "again")
     assert run_actions.allowed(RunState.PAUSED) == ["resume", "cancel"]
 
 

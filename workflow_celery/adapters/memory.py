@@ -332,6 +332,9 @@ class MemoryStore(MemoryDeadLetters, MemorySchedules, MemoryRunStatistics):
             if row is None:
                 return None
             del self._holders[message_id]
+            if row.kind == "superseded":  # discarded with its result, as by the SQL stores
+                del self._outbox[message_id]
+                return None
             self._outbox[message_id] = replace(
                 row, claimed_until=None, retries=retries, due_at=row.due_at if due_at is None else due_at
             )

@@ -232,9 +232,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_control(args: argparse.Namespace) -> int:
     wf, record = _find_run(find_workflows(args.app), args)
     run_actions.apply(wf, args.action, record.run_id, getattr(args, "reason", ""))
+    # The command's own change; a worker may have moved the run further by the time it is read again.
+    changed_to = run_actions.TARGETS[args.action].name
     after = wf.store.lookup(record.run_id)
     if args.json:
-        print(json.dumps({**_row(wf, after), "previous_run_state": record.run_state.name}, indent=2))
+        document = {**_row(wf, after), "previous_run_state": record.run_state.name, "changed_to": changed_to}
+        print(json.dumps(document, indent=2))
         return 0
-    print(f"{wf.name} run {record.run_id} ({record.foreign_id}): {record.run_state.name} -> {after.run_state.name}")
+    now = "" if after.run_state.name == changed_to else f" (now {after.run_state.name})"
+    print(f"{wf.name} run {record.run_id} ({record.foreign_id}): {record.run_state.name} -> {changed_to}{now}")
     return 0

@@ -131,9 +131,34 @@ class Engine(Generic[T, S]):
             if limit and claim.failures >= limit:
                 # The attempt that reached the limit was counted but could not pause the run.
                 return self.failures.pause(attempt, None)
-            return Answer(self._work(attempt), msg.id, attempt.number)
+            answer = Answer(self._work(attempt), msg.id, attempt.number)
         except Exception as exc:
-            return self.failures.fail(attempt, exc)
+            answer = self.failures.fail(attempt, exc)
+        if answer.outcome is Outcome.SUPERSEDED:
+            self._ring_waiting(record.run_id)
+        return answer
+
+    def _ring_waiting(self, run_id: str) -> None:
+        """Ring now the run's doorbells that were dropped while a superseded attempt ran, now that it has ended.
+
+        Without this they would wait for the relay's next round, which grows
+        from ``redeliver_after`` to ``max_redeliver_interval`` with every ring.
+        Only what a write rings at once is rung (the step, its timers, a data
+        deletion): an automatic resume or a timeout waits for its time, and a
+        doorbell another worker holds is left to it.
+        """
+        now = self.clock.now()
+        try:
+            waiting = self.store.outbox(run_id)
+        except Exception:  # the relay rings them later; this attempt's answer stands
+            log.warning("could not read the doorbells of run %s after a superseded attempt", run_id, exc_info=True)
+            return
+        at_once = {Action.STEP.value, Action.TIMERS.value, Action.DELETE.value}
+        self.transitions.publish([
+            m for m in waiting
+            if m.kind in ("step", "delete") and m.body.get("action", Action.STEP.value) in at_once
+            and (m.claimed_until is None or m.claimed_until <= now)
+        ])  # fmt: skip
 
     def _dropped(self, msg: Message, claim: Claim, token: str) -> Outcome | None:
         """Why this message is not worth running (unknown run, stale, a copy, …); None when it is ours to run."""

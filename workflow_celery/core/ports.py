@@ -301,7 +301,9 @@ class ErrorLog(Protocol):
         In the same transaction the claim is released, the doorbell's
         ``retries`` set and, with ``due_at``, the doorbell rung again then.
         Returns None, counting nothing, when ``token`` no longer holds the
-        doorbell (the run moved on, or the claim expired and was taken).
+        doorbell (the run moved on, or the claim expired and was taken), or
+        when the doorbell was kept as ``superseded`` while the attempt ran:
+        then it is deleted, as the attempt's result would have been discarded.
         """
         ...
 

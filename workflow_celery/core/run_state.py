@@ -83,11 +83,20 @@ def check_transition(
     foreign_id: str | None = None,
     by_hand: bool = False,
 ) -> None:
-    """Raise :class:`InvalidRunStateTransition` naming both states if not allowed (see ``can_transition``)."""
+    """Raise :class:`InvalidRunStateTransition` naming both states and why, if not allowed (see ``can_transition``)."""
     if not can_transition(current, target, by_hand=by_hand):
         raise InvalidRunStateTransition(
-            f"invalid run state transition: from {current.name} to {target.name}",
+            f"invalid run state transition: from {current.name} to {target.name}: {_why_not(current, target, by_hand)}",
             workflow=workflow,
             foreign_id=foreign_id,
             run_id=run_id,
         )
+
+
+def _why_not(current: RunState, target: RunState, by_hand: bool) -> str:
+    if current is target:
+        return f"the run is {current.name} already"
+    if by_hand and target is RunState.RUNNING:
+        return "only a PAUSED run can be resumed"
+    allowed = sorted(s.name for s in TRANSITIONS[current] if can_transition(current, s, by_hand=by_hand))
+    return f"a run that is {current.name} can only become {' or '.join(allowed)}" if allowed else "it is final"

@@ -13,7 +13,6 @@ import json
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -29,6 +28,7 @@ from ..core.run_state import RunState
 from ..core.text import check_foreign_id
 from ..core.workflow import Workflow
 from . import bulk
+from .values import at, duration, when, whole_number
 
 DATABASE_DOWN = "the database did not answer: try again in a moment (the server's log says why)"
 DATABASE_ERRORS: tuple[type[Exception], ...] = (DatabaseConnectionLost, DBAPIError)
@@ -152,7 +152,7 @@ class RunsUI:
             filters = self._filters(wf, q)
         except (LookupError, ValueError) as exc:
             return self._render(request, "error.html", 400, title="Bad filter", message=str(exc))
-        page = min(max(_int(q.get("page"), 1), 1), MAX_PAGE)
+        page = min(max(whole_number(q.get("page"), 1), 1), MAX_PAGE)
         records = wf.store.list_runs(wf.name, **filters, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
         total = wf.store.count_runs(wf.name, **filters)
         kept = {k: v for k, v in q.items() if v and k != "page"}
@@ -181,7 +181,7 @@ class RunsUI:
             filters["foreign_id"] = q["foreign_id"]
         for key, name in (("created_after", "from"), ("created_before", "to")):
             if q.get(name):
-                filters[key] = _when(q[name], name)
+                filters[key] = when(q[name], name)
         after, before = filters.get("created_after"), filters.get("created_before")
         if after and before and after >= before:
             raise ValueError("'from' must be earlier than 'to' (from is included, to is not)")
@@ -191,7 +191,7 @@ class RunsUI:
         return {
             "run_id": r.run_id, "foreign_id": r.foreign_id, "status": wf.definition.status_name(r.status),
             "run_state": r.run_state.name, "version": r.meta.version, "reason": r.meta.run_state_reason,
-            "created_at": _at(r.created_at), "updated_at": _at(r.updated_at),
+            "created_at": at(r.created_at), "updated_at": at(r.updated_at),
         }  # fmt: skip
 
     # -- one run -------------------------------------------------------------------
@@ -217,20 +217,27 @@ class RunsUI:
             found += [r.run_id for r in wf.store.list_runs(wf.name, run_id_prefix=prefix, limit=2)]
         return found
 
-    def _by_prefix_or_not_found(self, request: UIRequest, run_id: str, then: str = "") -> Response:
-        """A redirect to the page of the one run whose id starts with ``run_id`` (plus ``then``), else a 404."""
+    def _one(self, request: UIRequest, run_id: str) -> tuple[Workflow[Any, Any], Record] | Page:
+        """The run ``run_id`` names, whole or by its start (``PREFIX_MIN`` characters or more), else a 404 page."""
+        found = self._find(run_id)
+        if found is not None:
+            return found
         matches = self._by_prefix(run_id)
-        if len(matches) == 1:
-            return Redirect(f"{request.base}/runs/{matches[0]}{then}")
         if len(matches) > 1:
             return self.not_found(request, f"{run_id!r} starts several run ids: give more of it")
-        return self.not_found(request, f"run {run_id} not found")
+        found = self._find(matches[0]) if matches else None
+        if found is not None:
+            return found
+        short = f": give at least {PREFIX_MIN} characters of its id" if len(run_id) < PREFIX_MIN else ""
+        return self.not_found(request, f"run {run_id} not found{short}")
 
     def run(self, request: UIRequest, run_id: str) -> Response:
-        found = self._find(run_id)
-        if found is None:
-            return self._by_prefix_or_not_found(request, run_id)
+        found = self._one(request, run_id)
+        if isinstance(found, Page):
+            return found
         wf, record = found
+        if record.run_id != run_id:
+            return Redirect(f"{request.base}/runs/{record.run_id}")
         history = wf.store.history(run_id)
         shown = history[-HISTORY_SHOWN:]
         timeline = []
@@ -238,24 +245,24 @@ class RunsUI:
             before = shown[i - 1].created_at if i else None
             timeline.append({
                 "version": h.version, "status": wf.definition.status_name(h.status), "run_state": h.run_state.name,
-                "reason": h.reason, "at": _at(h.created_at),
-                "after": "" if before is None else _duration(h.created_at - before),
+                "reason": h.reason, "at": at(h.created_at),
+                "after": "" if before is None else duration(h.created_at - before),
             })  # fmt: skip
         pending = [
             {
-                "id": m.id, "queue": m.queue, "kind": str(getattr(m.kind, "value", m.kind)), "due_at": _at(m.due_at),
+                "id": m.id, "queue": m.queue, "kind": str(getattr(m.kind, "value", m.kind)), "due_at": at(m.due_at),
                 "published": m.attempts, "task_id": task_id(m.id, m.retries + 1),
             }
             for m in wf.store.outbox(run_id)
         ]  # fmt: skip
         errors = [
             {"status": wf.definition.status_name(e.status), "count": e.count, "type": e.last_error.error_type,
-             "message": e.last_error.message, "traceback": e.last_error.traceback, "at": _at(e.last_error.occurred_at)}
+             "message": e.last_error.message, "traceback": e.last_error.traceback, "at": at(e.last_error.occurred_at)}
             for e in wf.store.errors(run_id)
         ]  # fmt: skip
         hook_errors = [
             {"hook": e.hook, "count": e.count, "type": e.last_error.error_type, "message": e.last_error.message,
-             "at": _at(e.last_error.occurred_at), "pending": any(p["id"] == e.message_id for p in pending)}
+             "at": at(e.last_error.occurred_at), "pending": any(p["id"] == e.message_id for p in pending)}
             for e in wf.store.hook_errors(run_id)
         ]  # fmt: skip
         try:
@@ -270,33 +277,38 @@ class RunsUI:
         )  # fmt: skip
 
     def confirm(self, request: UIRequest, run_id: str, action: str) -> Response:
-        """The form that asks before ``action``; it takes a run id prefix, but ``act`` needs the whole id."""
+        """The form that asks before ``action``, if the run's state allows it; a run id's start is taken."""
         if action not in ACTIONS:
             return self.not_found(request, f"no action {action!r}")
-        found = self._find(run_id)
-        if found is None:
-            return self._by_prefix_or_not_found(request, run_id, f"/{action}")
+        found = self._one(request, run_id)
+        if isinstance(found, Page):
+            return found
         wf, record = found
+        if record.run_id != run_id:
+            return Redirect(f"{request.base}/runs/{record.run_id}/{action}")
+        if action not in _possible(record.run_state):
+            state, allowed = record.run_state.name, ", ".join(_possible(record.run_state)) or "none"
+            return self.refused(request, f"the run is {state}: {action} is not possible (possible: {allowed})", 409)
         return self._render(
             request, "confirm.html", wf=wf.name, run=self._row(wf, record), action=action, verb=ACTIONS[action]
         )
 
     def act(self, request: UIRequest, run_id: str, action: str) -> Response:
-        """Pause, resume, cancel or delete the data of one run (after the confirmation form)."""
+        """Pause, resume, cancel or delete the data of one run (the form's, or a script's with a run id's start)."""
         if not request.may_change:
             return self.refused(request, "you may look at runs but not change them")
         if action not in ACTIONS:
             return self.not_found(request, f"no action {action!r}")
-        found = self._find(run_id)
-        if found is None:
-            return self.not_found(request, f"run {run_id} not found")
-        wf, _ = found
+        found = self._one(request, run_id)
+        if isinstance(found, Page):
+            return found
+        wf, record = found
         reason = request.form.get("reason", "").strip() or f"from the web UI by {request.user or 'an operator'}"
         try:
-            run_actions.apply(wf, action, run_id, reason)
+            run_actions.apply(wf, action, record.run_id, reason)
         except InvalidRunStateTransition as exc:
             return self.refused(request, str(exc), 409)
-        return Redirect(f"{request.base}/runs/{run_id}?{urlencode({'done': action})}")
+        return Redirect(f"{request.base}/runs/{record.run_id}?{urlencode({'done': action})}")
 
     # -- bulk resume -----------------------------------------------------------------
 
@@ -324,7 +336,7 @@ class RunsUI:
             # Post, redirect, get: reloading the result page does not resume again.
             return Redirect(f"{request.base}/bulk?{urlencode({**kept, 'workflow': wf.name, **done})}")
         matched = wf.store.count_runs(wf.name, **filters)
-        result = {k: _int(request.query.get(k), 0) for k in bulk.COUNTS}
+        result = {k: whole_number(request.query.get(k), 0) for k in bulk.COUNTS}
         shown = bulk.genuine(self._key(), wf.name, kept, result, str(request.query.get("sig", "")))
         return self._render(
             request, "bulk.html", wf=wf.name, matched=matched, query=kept, result=result if shown else None,
@@ -363,37 +375,6 @@ class RunsUI:
 def _possible(state: RunState) -> dict[str, str]:
     """The actions the run's state allows, with their verbs."""
     return {action: ACTIONS[action] for action in run_actions.allowed(state)}
-
-
-def _int(text: str | None, default: int) -> int:
-    try:
-        return int(text) if text and len(text) < 12 else default
-    except ValueError:
-        return default
-
-
-def _when(text: str, name: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-        # In UTC, as the store compares them: a time at the edge of the calendar has no UTC equivalent.
-        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        raise ValueError(f"{name}: {text!r} is not a date and time such as 2026-12-01T09:30") from None
-
-
-def _at(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _duration(delta: timedelta) -> str:
-    seconds = delta.total_seconds()
-    if seconds < 1:
-        return f"+{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"+{seconds:.1f} s"
-    if seconds < 7200:
-        return f"+{seconds / 60:.1f} min"
-    return f"+{seconds / 3600:.1f} h"
 
 
 def _statuses(wf: Workflow[Any, Any]) -> list[str]:

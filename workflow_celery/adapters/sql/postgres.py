@@ -204,13 +204,17 @@ SELECT count(*) FROM d
 
 # The count is kept only while the caller holds the doorbell: a claim that
 # expired and was taken by another attempt, or a row the run's next write
-# deleted, means this attempt no longer speaks for the work.
+# deleted, means this attempt no longer speaks for the work. A row the run's
+# next write kept as ``superseded`` is deleted instead: its result was to be
+# discarded, and so is its failure, or it would count against the new version.
 RECORD_FAILURE = text("""
 WITH o AS (
     UPDATE workflow_outbox SET claimed_by = NULL, claimed_until = NULL, retries = :retries,
         due_at = COALESCE(CAST(:due_at AS timestamptz), due_at)
-    WHERE id = :id AND claimed_by = :token
+    WHERE id = :id AND claimed_by = :token AND kind <> 'superseded'
     RETURNING id
+), s AS (
+    DELETE FROM workflow_outbox WHERE id = :id AND claimed_by = :token AND kind = 'superseded'
 ), e AS (
     INSERT INTO workflow_step_errors (run_id, status, count, error_type, message, traceback, occurred_at)
     SELECT :run_id, :status, 1, :error_type, :message, :traceback, :occurred_at FROM o

@@ -304,9 +304,11 @@ class SQLiteWrites:
         retries: int,
     ) -> int | None:
         with self._c.write() as conn:
-            released = conn.execute(
-                _RELEASE_FAILED, {"b_id": message_id, "b_token": token, "b_retries": retries, "b_due_at": due_at}
-            ).first()
+            held = {"b_id": message_id, "b_token": token}
+            # A superseded doorbell's failure is discarded with its result (see postgres.RECORD_FAILURE).
+            if not hook and conn.execute(_DELETE_HELD.where(outbox.c.kind == "superseded"), held).rowcount:
+                return None
+            released = conn.execute(_RELEASE_FAILED, {**held, "b_retries": retries, "b_due_at": due_at}).first()
             if released is None:
                 return None
             params = {"message_id": message_id, "run_id": released.run_id, **params}

@@ -24,7 +24,7 @@ from ...core.lag import Waiting
 from ...core.ports import Claim, Order, OutboxMessage
 from ...core.record import HistoryEntry, Record
 from ...core.run_state import RunState
-from . import migrate, queries
+from . import queries
 from .connections import Connections
 from .dead_letters import SQLDeadLetters
 from .engine import make_engine
@@ -79,6 +79,9 @@ class SQLStore(SQLErrorLog, SQLDeadLetters, SQLSchedules):
 
     def create_schema(self) -> None:
         """Create or upgrade the tables by running the migrations to head (idempotent, concurrency-safe)."""
+        # Alembic is imported when the schema is changed only: it takes a tenth of a second and logs as it loads.
+        from . import migrate
+
         with self._c.guard():
             migrate.upgrade(self.engine)
 
