@@ -156,7 +156,9 @@ class ClaimsContract(StoreContract):
         assert store.replace_doorbell(running.id, "token-a", [])  # the attempt ended: its result was superseded
         assert store.claim(again.id, "run-1", 3, "token-b", T0 + 4 * SECOND, T0 + MINUTE).claimed
 
-    def test_a_superseded_attempt_that_fails_counts_nothing_and_lets_go(self, store: RecordStore) -> None:
+    @staticmethod
+    def _paused_and_resumed_while_running(store: RecordStore) -> tuple[str, str]:
+        """Run-1's step claimed by ``token-a``, then paused and resumed by an operator: (its id, the new one's)."""
         r = rec()
         running = msg(r)
         store.insert_run(r, [running])
@@ -166,23 +168,20 @@ class ClaimsContract(StoreContract):
         resumed = moved(paused, run_state=RunState.RUNNING)
         again = msg(resumed)
         assert store.update_run(resumed, 2, [again], keep_running=True, reset_errors=True)
+        return running.id, again.id
+
+    def test_a_superseded_attempt_that_fails_counts_nothing_and_lets_go(self, store: RecordStore) -> None:
+        running, again = self._paused_and_resumed_while_running(store)
         # Its failure is discarded with its result: the resumed run keeps its whole error budget.
         late = err("late", at=T0 + SECOND)
-        assert store.record_failure(running.id, "token-a", "run-1", 1, late, due_at=T0 + HOUR, retries=1) is None
-        assert store.errors("run-1") == [] and ids(store.outbox("run-1")) == [again.id]
-        assert store.claim(again.id, "run-1", 3, "token-b", T0 + 2 * SECOND, T0 + MINUTE).claimed
+        assert store.record_failure(running, "token-a", "run-1", 1, late, due_at=T0 + HOUR, retries=1) is None
+        assert store.errors("run-1") == [] and ids(store.outbox("run-1")) == [again]
+        assert store.claim(again, "run-1", 3, "token-b", T0 + 2 * SECOND, T0 + MINUTE).claimed
 
     def test_a_superseded_attempt_whose_claim_expired_no_longer_holds_the_run(self, store: RecordStore) -> None:
-        r = rec()
-        running = msg(r)
-        store.insert_run(r, [running])
-        assert store.claim(running.id, "run-1", 1, "token-a", T0, T0 + MINUTE).claimed
-        nxt = moved(r, run_state=RunState.PAUSED)
-        assert store.update_run(nxt, 1, [], keep_running=True)
-        resumed = moved(nxt, run_state=RunState.RUNNING)
-        assert store.update_run(resumed, 2, [msg(resumed)], keep_running=True)
+        _, again = self._paused_and_resumed_while_running(store)
         # Its process died: once the claim expires, the run's step is claimed again.
-        assert store.claim("run-1.3", "run-1", 3, "token-b", T0 + MINUTE + SECOND, T0 + HOUR).claimed
+        assert store.claim(again, "run-1", 3, "token-b", T0 + MINUTE + SECOND, T0 + HOUR).claimed
 
     def test_a_write_by_the_attempt_itself_keeps_nothing(self, store: RecordStore) -> None:
         r = rec()
