@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,3 +42,30 @@ def test_pause_and_resume_during_a_step_waits_for_it_before_running_the_step_aga
     assert starts[1] >= ends[0], f"the second execution started {ends[0] - starts[1]:.1f}s before the first ended"
     assert starts[1] - ends[0] < 30, f"the step was rung again {starts[1] - ends[0]:.1f}s after the first ended"
     print(f"the step ran again {starts[1] - ends[0]:.1f}s after the superseded execution ended")
+
+
+def test_the_step_waiting_for_a_superseded_attempt_runs_soon_after_that_attempt_is_killed(
+    broker_url: str,
+    store: SQLStore,
+    start_worker: Callable[..., Worker],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = {"WFC_REDELIVER_AFTER": "60"}
+    monkeypatch.setenv("WFC_REDELIVER_AFTER", "60")
+    wf = attempts(broker_url, store)
+    start_worker(APP, "attempts.*", concurrency=2, env=env)
+    start_worker(APP, "attempts.*", concurrency=2, env=env)
+    run_id = wf.trigger("killed-1", initial_value=Job(marker_dir=str(tmp_path), sleep=30.0))
+    wait_until(lambda: bool(marks(tmp_path, "attempt", run_id)), 30, "the step to start")
+    wf.pause(run_id, "looking at it")
+    wf.resume(run_id)  # the step rung again waits for the attempt that runs
+    [first] = marks(tmp_path, "attempt", run_id)
+    os.kill(first["pid"], signal.SIGKILL)
+    killed_at = time.time()
+    wait_until(lambda: store.lookup(run_id).run_state == RunState.COMPLETED, 120, "the run to complete")
+    starts = sorted(m["t"] for m in marks(tmp_path, "attempt", run_id))
+    assert len(starts) == 2, starts
+    # Not when the relay would ring the waiting doorbell (a minute after the resume): the main process does.
+    assert starts[1] - killed_at < 30, f"the step ran again {starts[1] - killed_at:.1f}s after the kill"
+    print(f"the step ran again {starts[1] - killed_at:.1f}s after the superseded attempt was killed")

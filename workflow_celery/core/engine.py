@@ -135,11 +135,15 @@ class Engine(Generic[T, S]):
         except Exception as exc:
             answer = self.failures.fail(attempt, exc)
         if answer.outcome is Outcome.SUPERSEDED:
-            self._ring_waiting(record.run_id)
+            self.ring_waiting(record.run_id)
         return answer
 
-    def _ring_waiting(self, run_id: str) -> None:
+    def ring_waiting(self, run_id: str, *, besides: str | None = None) -> None:
         """Ring now the run's doorbells that were dropped while a superseded attempt ran, now that it has ended.
+
+        Called when such an attempt ends here, and by the worker's main process
+        when the process running one died (``besides``: the dead attempt's own
+        doorbell, which the relay rings).
 
         Without this they would wait for the relay's next round, which grows
         from ``redeliver_after`` to ``max_redeliver_interval`` with every ring.
@@ -157,7 +161,7 @@ class Engine(Generic[T, S]):
         self.transitions.publish([
             m for m in waiting
             if m.kind in ("step", "delete") and m.body.get("action", Action.STEP.value) in at_once
-            and (m.claimed_until is None or m.claimed_until <= now)
+            and (m.claimed_until is None or m.claimed_until <= now) and m.id != besides
         ])  # fmt: skip
 
     def _dropped(self, msg: Message, claim: Claim, token: str) -> Outcome | None:

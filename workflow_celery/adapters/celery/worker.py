@@ -57,6 +57,10 @@ def install_worker_support(app: Celery) -> None:
             wf.store.abandon_claim(message_id, wf.clock.now())
         except Exception:
             log.warning("could not release the claim of %s; it expires on its own", message_id, exc_info=True)
+            return
+        # If an operator had moved the run meanwhile, its new step waited for this attempt: ring it now.
+        if "hook" not in kwargs:
+            wf.engine.ring_waiting(str(kwargs["run_id"]), besides=message_id)
 
     signals.celeryd_init.connect(on_celeryd_init, weak=False)
     signals.task_failure.connect(on_task_failure, weak=False)
