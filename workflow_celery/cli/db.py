@@ -59,6 +59,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     if args.json and args.sql:
         raise CliError("--json and --sql cannot go together: --sql prints SQL")
     databases: list[dict[str, Any]] = []
+    newest = head()
     for target in targets:
         try:
             shown = make_url(target if isinstance(target, str) else target.url).render_as_string(hide_password=True)
@@ -78,7 +79,7 @@ def cmd_db(args: argparse.Namespace) -> int:
             revision = current(target)
         except DBAPIError as exc:
             raise CliError(f"{describe(exc)} ({shown})") from exc
-        databases.append({"url": shown, "revision": revision, "head": head(), "at_head": revision == head()})
+        databases.append({"url": shown, "revision": revision, "head": newest, "at_head": revision == newest})
         if args.json:
             continue
         if args.db_command == "upgrade":

@@ -138,12 +138,23 @@ class Engine(Generic[T, S]):
             self.ring_waiting(record.run_id)
         return answer
 
+    def abandon(self, message_id: str, run_id: str, *, hook: bool) -> None:
+        """The process running an attempt at ``message_id`` died: expire its claim, ring what waited for it.
+
+        The next claimer counts the lost attempt (``abandon_claim``). If an
+        operator had moved the run meanwhile, its new step waited for this
+        attempt: it is rung now (a hook's doorbell holds nothing back).
+        """
+        self.store.abandon_claim(message_id, self.clock.now())
+        if not hook:
+            self.ring_waiting(run_id, besides=message_id)
+
     def ring_waiting(self, run_id: str, *, besides: str | None = None) -> None:
         """Ring now the run's doorbells that were dropped while a superseded attempt ran, now that it has ended.
 
-        Called when such an attempt ends here, and by the worker's main process
-        when the process running one died (``besides``: the dead attempt's own
-        doorbell, which the relay rings).
+        Called when such an attempt ends here, and by ``abandon`` when the
+        process running one died (``besides``: the dead attempt's own doorbell,
+        which the relay rings).
 
         Without this they would wait for the relay's next round, which grows
         from ``redeliver_after`` to ``max_redeliver_interval`` with every ring.

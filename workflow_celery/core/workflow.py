@@ -336,6 +336,10 @@ class Workflow(AwaitCalls[T, S], AsyncCalls[T, S], ScheduleCalls[T]):
         """Failure counters of the run's hooks (kept after a later success)."""
         return self.store.hook_errors(run_id)
 
+    def abandon_attempt(self, message_id: str, run_id: str, *, hook: bool = False) -> None:
+        """The process running an attempt at doorbell ``message_id`` died (see ``Engine.abandon``)."""
+        self.engine.abandon(message_id, run_id, hook=hook)
+
     def handle_delete(self, body: Any) -> Answer:
         """What a worker does with one message from the data-deletion queue."""
         return self.engine.handle_delete(body)

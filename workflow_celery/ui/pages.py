@@ -208,13 +208,13 @@ class RunsUI:
                 return self.workflows[record.workflow_name], record
         return None
 
-    def _by_prefix(self, prefix: str) -> list[str]:
+    def _by_prefix(self, prefix: str) -> list[tuple[Workflow[Any, Any], Record]]:
         if len(prefix) < PREFIX_MIN or len(prefix) > RUN_ID_LENGTH or "\x00" in prefix:
             return []
         # Only this UI's workflows: a run of another one in the same database is not found here.
-        found: list[str] = []
+        found: list[tuple[Workflow[Any, Any], Record]] = []
         for wf in self.workflows.values():
-            found += [r.run_id for r in wf.store.list_runs(wf.name, run_id_prefix=prefix, limit=2)]
+            found += [(wf, r) for r in wf.store.list_runs(wf.name, run_id_prefix=prefix, limit=2)]
         return found
 
     def _one(self, request: UIRequest, run_id: str) -> tuple[Workflow[Any, Any], Record] | Page:
@@ -225,9 +225,8 @@ class RunsUI:
         matches = self._by_prefix(run_id)
         if len(matches) > 1:
             return self.not_found(request, f"{run_id!r} starts several run ids: give more of it")
-        found = self._find(matches[0]) if matches else None
-        if found is not None:
-            return found
+        if matches:
+            return matches[0]
         short = f": give at least {PREFIX_MIN} characters of its id" if len(run_id) < PREFIX_MIN else ""
         return self.not_found(request, f"run {run_id} not found{short}")
 
@@ -286,8 +285,9 @@ class RunsUI:
         wf, record = found
         if record.run_id != run_id:
             return Redirect(f"{request.base}/runs/{record.run_id}/{action}")
-        if action not in _possible(record.run_state):
-            state, allowed = record.run_state.name, ", ".join(_possible(record.run_state)) or "none"
+        possible = _possible(record.run_state)
+        if action not in possible:
+            state, allowed = record.run_state.name, ", ".join(possible) or "none"
             return self.refused(request, f"the run is {state}: {action} is not possible (possible: {allowed})", 409)
         return self._render(
             request, "confirm.html", wf=wf.name, run=self._row(wf, record), action=action, verb=ACTIONS[action]

@@ -54,13 +54,9 @@ def install_worker_support(app: Celery) -> None:
         if wf is None or message_id is None:
             return
         try:
-            wf.store.abandon_claim(message_id, wf.clock.now())
+            wf.abandon_attempt(message_id, str(kwargs["run_id"]), hook="hook" in kwargs)
         except Exception:
             log.warning("could not release the claim of %s; it expires on its own", message_id, exc_info=True)
-            return
-        # If an operator had moved the run meanwhile, its new step waited for this attempt: ring it now.
-        if "hook" not in kwargs:
-            wf.engine.ring_waiting(str(kwargs["run_id"]), besides=message_id)
 
     signals.celeryd_init.connect(on_celeryd_init, weak=False)
     signals.task_failure.connect(on_task_failure, weak=False)

@@ -86,6 +86,8 @@ _RELEASE_FAILED: Update = (
     .returning(outbox.c.run_id)
 )
 _DELETE_HELD: Delete = delete(outbox).where(HELD_BY_TOKEN)
+# A superseded doorbell's failure is discarded with its result (see postgres.RECORD_FAILURE).
+_DELETE_HELD_SUPERSEDED: Delete = _DELETE_HELD.where(outbox.c.kind == "superseded")
 _RENEW_CLAIMS: Update = (
     outbox.update()
     .where(
@@ -305,8 +307,7 @@ class SQLiteWrites:
     ) -> int | None:
         with self._c.write() as conn:
             held = {"b_id": message_id, "b_token": token}
-            # A superseded doorbell's failure is discarded with its result (see postgres.RECORD_FAILURE).
-            if not hook and conn.execute(_DELETE_HELD.where(outbox.c.kind == "superseded"), held).rowcount:
+            if not hook and conn.execute(_DELETE_HELD_SUPERSEDED, held).rowcount:
                 return None
             released = conn.execute(_RELEASE_FAILED, {**held, "b_retries": retries, "b_due_at": due_at}).first()
             if released is None:
